@@ -1,0 +1,170 @@
+//! [`run_worker`]: the whole worker program behind one call from `main`.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::{Config, Result, Tiger, Worker, client::DEFAULT_REDIS_URL};
+
+/// Command-line flags of the worker program. `tiger::run_worker()` parses them from the
+/// process arguments; [`WorkerArgs::run`] runs a worker with them.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    about = "Runs a tiger worker: takes tasks off Redis queues and runs them",
+    long_about = None,
+    version
+)]
+#[non_exhaustive]
+pub struct WorkerArgs {
+    /// Only these queues and their subqueues (comma-separated); default: all.
+    #[arg(short = 'q', long, value_delimiter = ',', value_name = "QUEUES")]
+    pub queues: Vec<String>,
+
+    /// Skip these queues and their subqueues (comma-separated), unless a more specific
+    /// --queues entry names them.
+    #[arg(short = 'e', long, value_delimiter = ',', value_name = "QUEUES")]
+    pub exclude_queues: Vec<String>,
+
+    /// Redis to use.
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX).
+    #[arg(long, env = "TIGER_PREFIX", default_value = "t")]
+    pub prefix: String,
+
+    /// How many tasks run at once in this process.
+    #[arg(short = 'c', long, default_value_t = Worker::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
+    pub concurrency: usize,
+
+    /// Run what is queued, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+impl WorkerArgs {
+    /// Connects to Redis and runs a worker with these flags until drained (`--once`) or
+    /// until SIGINT / SIGTERM, after which tasks in flight finish before it returns.
+    pub async fn run(self) -> Result<()> {
+        let config = Config { redis_prefix: self.prefix.clone(), ..Config::default() };
+        let tiger = Tiger::connect_with(&self.redis_url, config).await?;
+        let mut worker = Worker::new(tiger).concurrency(self.concurrency).once(self.once).shutdown_on(signals());
+        if !self.queues.is_empty() {
+            worker = worker.queues(self.queues);
+        }
+        if !self.exclude_queues.is_empty() {
+            worker = worker.exclude_queues(self.exclude_queues);
+        }
+        worker.run().await
+    }
+}
+
+fn parse_concurrency(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once; tasks
+/// still in flight then stay active in Redis until recovered.
+async fn signals() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now without waiting for tasks in flight");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Installs the default log output: readable lines on stderr, filtered by `RUST_LOG`
+/// (default `info`). Does nothing if the program already installed a subscriber.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The worker program: parses the flags (`--help` lists them), logs to stderr, runs a
+/// worker on a new Tokio runtime, and exits with status 1 on a start-up error.
+///
+/// ```no_run
+/// fn main() {
+///     tiger::run_worker()
+/// }
+/// ```
+///
+/// Call it from a synchronous `main`; inside an async `main`, use
+/// [`run_worker_async`] instead.
+pub fn run_worker() {
+    let args = WorkerArgs::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    match runtime {
+        Ok(runtime) => exit_on_error(runtime.block_on(args.run())),
+        Err(source) => exit_on_error(Err(crate::Error::Io { context: "cannot start the Tokio runtime".into(), source })),
+    }
+}
+
+/// [`run_worker`] for an async `main`:
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() {
+///     tiger::run_worker_async().await
+/// }
+/// ```
+pub async fn run_worker_async() {
+    let args = WorkerArgs::parse();
+    init_logging();
+    exit_on_error(args.run().await);
+}
+
+/// Prints a start-up error and exits with status 1; returns on success.
+fn exit_on_error(result: Result<()>) {
+    if let Err(err) = result {
+        tracing::error!(%err, "worker failed");
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_like_tasktiger() {
+        let args = WorkerArgs::try_parse_from([
+            "worker", "-q", "a,b.c", "-e", "b", "--prefix", "p", "--concurrency", "3", "--once",
+            "--redis-url", "redis://127.0.0.1:1/",
+        ])
+        .unwrap();
+        assert_eq!(args.queues, ["a", "b.c"]);
+        assert_eq!(args.exclude_queues, ["b"]);
+        assert_eq!((args.prefix.as_str(), args.concurrency, args.once), ("p", 3, true));
+        assert!(WorkerArgs::try_parse_from(["worker", "--concurrency", "0"]).is_err());
+    }
+}

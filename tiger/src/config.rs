@@ -1,0 +1,75 @@
+//! [`Config`]: TaskTiger's settings, with TaskTiger's names and defaults.
+//!
+//! Every field maps to the TaskTiger config key in its doc, so a team moving from Python
+//! sets the same values. Durations are `Duration`s instead of float seconds.
+
+use std::time::Duration;
+
+/// Settings shared by producers and workers.
+///
+/// `Config::default()` is TaskTiger's defaults. Fields are public so that a struct literal
+/// with `..Config::default()` reads like a TaskTiger config dict:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = tiger::Config {
+///     redis_prefix: "myapp".into(),
+///     lock_retry: Duration::from_secs(5),
+///     ..tiger::Config::default()
+/// };
+/// assert_eq!(config.default_queue, "default");
+/// ```
+///
+/// New settings arrive as new fields, so always end a literal with `..Config::default()`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `REDIS_PREFIX`: the first part of every key. Default `"t"`.
+    pub redis_prefix: String,
+    /// `DEFAULT_QUEUE`: the queue of a task that names none. Default `"default"`.
+    pub default_queue: String,
+    /// `PUBLISH_QUEUED_TASKS`: publish the queue name on `<prefix>:activity` whenever a task
+    /// becomes queued, so idle workers wake at once. Default `true`.
+    pub publish_queued_tasks: bool,
+    /// `STORE_TRACEBACKS`: put the error chain (or panic message and backtrace) in the
+    /// execution record's `traceback`. Default `true`.
+    pub store_tracebacks: bool,
+    /// `ACTIVE_TASK_UPDATE_TIMER`: how often a worker refreshes the heartbeat (the score in
+    /// `<prefix>:active:<queue>`) of the tasks it runs. Default 10 s.
+    pub active_task_update_timer: Duration,
+    /// `ACTIVE_TASK_UPDATE_TIMEOUT`: a heartbeat older than this marks an active task as
+    /// abandoned, for TaskTiger workers and (in a later release) tiger's own sweep.
+    /// Default 60 s.
+    pub active_task_update_timeout: Duration,
+    /// `LOCK_RETRY`: when a worker pops a unique task that is already running, the new copy
+    /// goes to `scheduled` this far in the future. Default 1 s.
+    pub lock_retry: Duration,
+    /// `ONLY_QUEUES`: the queues a worker takes when it is given none. Empty means all.
+    pub only_queues: Vec<String>,
+    /// `EXCLUDE_QUEUES`: the queues a worker skips when it is given none.
+    pub exclude_queues: Vec<String>,
+    /// tiger only: how often a worker re-reads `<prefix>:queued` besides listening on the
+    /// activity channel, so that a missed message (a reconnect, a producer with publishing
+    /// off) never strands a queue. Default 5 s.
+    pub queue_refresh_interval: Duration,
+    /// tiger only: the longest a single Redis command may take before it counts as failed.
+    /// Default 10 s.
+    pub redis_response_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis_prefix: "t".to_owned(),
+            default_queue: "default".to_owned(),
+            publish_queued_tasks: true,
+            store_tracebacks: true,
+            active_task_update_timer: Duration::from_secs(10),
+            active_task_update_timeout: Duration::from_secs(60),
+            lock_retry: Duration::from_secs(1),
+            only_queues: Vec::new(),
+            exclude_queues: Vec::new(),
+            queue_refresh_interval: Duration::from_secs(5),
+            redis_response_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! [`Error`], what tiger's own calls return.
+//!
+//! A task's failure is not a [`Error`]: it is stored in Redis as an execution record
+//! (see [`crate::worker`]).
+
+/// Everything that can go wrong in tiger's API and worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+
+    /// A task argument could not be turned into JSON, so nothing was enqueued.
+    #[error("cannot serialize the arguments of `{task}`: {source}")]
+    Serialize {
+        /// The task's serialized name.
+        task: String,
+        /// What serde_json reported.
+        source: serde_json::Error,
+    },
+
+    /// Two `#[tiger::task]` functions linked into one binary have the same serialized name,
+    /// so the worker could not tell them apart. It refuses to start.
+    #[error(
+        "two tasks are named `{name}`: one at {first}, one at {second}; \
+         give one of them `#[tiger::task(name = \"...\")]`"
+    )]
+    DuplicateTask {
+        /// The name both tasks have.
+        name: String,
+        /// `file:line` of one of them.
+        first: String,
+        /// `file:line` of the other.
+        second: String,
+    },
+
+    /// A setting is out of range or malformed (an empty queue name, concurrency 0, …).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Starting or talking to a helper process (the test redis-server) failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What tiger was doing.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with tiger's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,115 @@
+//! Every Redis key name tiger uses, built in this one place.
+//!
+//! The layout is TaskTiger's, so Python and Rust workers can share a Redis:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `t:queued`, `t:active`, `t:scheduled`, `t:error` | set | names of queues that have tasks in that state |
+//! | `t:<state>:<queue>` | zset | task ids; the score is when queued, the last heartbeat, when due, or when failed |
+//! | `t:task:<id>` | string | the task JSON |
+//! | `t:task:<id>:executions` | list | one JSON record per failed execution, oldest first |
+//! | `t:task:<id>:executions_count` | string | number of failed executions |
+//! | `t:activity` | pub/sub channel | a queue name, each time a task becomes queued |
+//!
+//! `t` is [`Config::redis_prefix`](crate::Config::redis_prefix). Nothing is escaped, as in
+//! TaskTiger, so queue names should not contain `:`.
+
+use std::fmt;
+
+/// One of the four states a stored task can be in. A finished task is deleted, not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Waiting to run now.
+    Queued,
+    /// Being run by a worker.
+    Active,
+    /// Waiting until its due time.
+    Scheduled,
+    /// Failed for good; kept with its execution records until retried or deleted.
+    Error,
+}
+
+impl State {
+    /// All four states, in TaskTiger's order.
+    pub const ALL: [State; 4] = [State::Queued, State::Active, State::Scheduled, State::Error];
+
+    /// The name used in keys: `queued`, `active`, `scheduled` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Active => "active",
+            State::Scheduled => "scheduled",
+            State::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (TaskTiger's `REDIS_PREFIX`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys { prefix: prefix.into() }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `t:<state>`: the set of queue names that have tasks in `state`.
+    pub fn state_set(&self, state: State) -> String {
+        format!("{}:{}", self.prefix, state)
+    }
+
+    /// `t:<state>:<queue>`: the zset of task ids in `state` on `queue`.
+    pub fn queue(&self, state: State, queue: &str) -> String {
+        format!("{}:{}:{}", self.prefix, state, queue)
+    }
+
+    /// `t:task:<id>`: the task JSON.
+    pub fn task(&self, id: &str) -> String {
+        format!("{}:task:{}", self.prefix, id)
+    }
+
+    /// `t:task:<id>:executions`: the failed-execution records.
+    pub fn executions(&self, id: &str) -> String {
+        format!("{}:task:{}:executions", self.prefix, id)
+    }
+
+    /// `t:task:<id>:executions_count`: the number of failed executions.
+    pub fn executions_count(&self, id: &str) -> String {
+        format!("{}:task:{}:executions_count", self.prefix, id)
+    }
+
+    /// `t:activity`: the channel a queue name is published on when a task is queued.
+    pub fn activity(&self) -> String {
+        format!("{}:activity", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_tasktiger() {
+        let keys = Keys::new("t");
+        assert_eq!(keys.state_set(State::Queued), "t:queued");
+        assert_eq!(keys.queue(State::Error, "a.b"), "t:error:a.b");
+        assert_eq!(keys.task("ab"), "t:task:ab");
+        assert_eq!(keys.executions("ab"), "t:task:ab:executions");
+        assert_eq!(keys.executions_count("ab"), "t:task:ab:executions_count");
+        assert_eq!(keys.activity(), "t:activity");
+    }
+}

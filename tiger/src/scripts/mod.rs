@@ -1,0 +1,104 @@
+//! The Lua scripts, each defined once in its own `.lua` file, and typed calls to them.
+//!
+//! Every script gets every key it touches in `KEYS`, built by [`crate::keys`]; no key name is
+//! built inside Lua. `redis::Script` sends `EVALSHA` and falls back to `EVAL` after a
+//! `NOSCRIPT` (a Redis restart or `SCRIPT FLUSH`).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use crate::{Result, Tiger, keys::State};
+
+static DEQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("dequeue.lua")));
+static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("move_task.lua")));
+
+/// Moves up to `limit` tasks of `queue` from queued to active (heartbeat `now`) and returns
+/// their ids. A unique task already active goes to scheduled at `now + LOCK_RETRY` instead.
+pub(crate) async fn dequeue(tiger: &Tiger, queue: &str, limit: usize, now: f64) -> Result<Vec<String>> {
+    let keys = tiger.keys();
+    let retry_at = now + tiger.config().lock_retry.as_secs_f64();
+    let ids = DEQUEUE
+        .key(keys.queue(State::Queued, queue))
+        .key(keys.queue(State::Active, queue))
+        .key(keys.queue(State::Scheduled, queue))
+        .key(keys.state_set(State::Queued))
+        .key(keys.state_set(State::Active))
+        .key(keys.state_set(State::Scheduled))
+        .arg(queue)
+        .arg(limit)
+        .arg(now)
+        .arg(retry_at)
+        .invoke_async(&mut tiger.connection())
+        .await?;
+    Ok(ids)
+}
+
+/// How a move adds the task to its new zset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code, reason = "retries and recovery use the other modes")]
+pub(crate) enum Zadd {
+    /// Set the score whatever it was.
+    Plain,
+    /// Only add; keep the score of a task already there.
+    IfAbsent,
+    /// Keep the lower of the two scores.
+    Min,
+}
+
+/// One call of `move_task.lua`.
+#[derive(Debug)]
+pub(crate) struct Move<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) queue: &'a str,
+    pub(crate) from: State,
+    /// The new state with its score, or `None` when the task is finished and removed.
+    pub(crate) to: Option<(State, f64, Zadd)>,
+    pub(crate) unique: bool,
+    /// A failed-execution record (JSON) to append before moving.
+    pub(crate) record: Option<&'a str>,
+    /// Keep only this many records (`max_stored_executions`).
+    pub(crate) keep_records: Option<u32>,
+}
+
+/// Runs the move; `Ok(false)` means the task was no longer in `from` and nothing changed.
+pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
+    let keys = tiger.keys();
+    let (to_state, score, flag) = match m.to {
+        Some((state, score, zadd)) => {
+            let flag = match zadd {
+                Zadd::Plain => "",
+                Zadd::IfAbsent => "NX",
+                Zadd::Min => "LT",
+            };
+            (Some(state), score, flag)
+        }
+        None => (None, 0.0, ""),
+    };
+    // A removal touches no to-state keys; the from keys stand in for them.
+    let to_keys = to_state.unwrap_or(m.from);
+    let publish = if tiger.config().publish_queued_tasks { keys.activity() } else { String::new() };
+    let mut call = MOVE_TASK.prepare_invoke();
+    call.key(keys.queue(m.from, m.queue))
+        .key(keys.state_set(m.from))
+        .key(keys.queue(to_keys, m.queue))
+        .key(keys.state_set(to_keys))
+        .key(keys.task(m.id))
+        .key(keys.executions(m.id))
+        .key(keys.executions_count(m.id));
+    for state in State::ALL {
+        call.key(keys.queue(state, m.queue));
+    }
+    call.arg(m.id)
+        .arg(m.queue)
+        .arg(to_state.map_or("", State::as_str))
+        .arg(score)
+        .arg(flag)
+        .arg(if m.unique { "1" } else { "0" })
+        .arg(m.record.unwrap_or(""))
+        .arg(m.keep_records.unwrap_or(0))
+        .arg(publish)
+        .arg(if m.from == State::Error { "1" } else { "0" });
+    let moved: i64 = call.invoke_async(&mut tiger.connection()).await?;
+    Ok(moved == 1)
+}

@@ -1,0 +1,418 @@
+//! The worker: [`Worker`] takes tasks off the queues it serves and runs up to `concurrency`
+//! of them at once.
+//!
+//! One pass of the loop:
+//! 1. absorb the queues the activity channel announced (and re-read `t:queued` when asked
+//!    to, or every [`Config::queue_refresh_interval`](crate::Config::queue_refresh_interval));
+//! 2. while slots are free, visit the known queues in random order and move as many tasks
+//!    as there are free slots from queued to active in one script call, then fetch their
+//!    bodies with one `MGET`; a queue that gives nothing is forgotten until announced again;
+//! 3. run each task in its own Tokio task (a plain `fn` on the blocking pool); when it ends,
+//!    one script call removes it (success) or records the failure and moves it to error;
+//! 4. otherwise wait for whichever comes first: a finished task, an announcement, the
+//!    refresh or heartbeat timer, or shutdown.
+//!
+//! Failure records use these `exception_name`s for failures that are not the task's own:
+//! [`PANIC`], [`MALFORMED_TASK`], [`UNKNOWN_TASK`], [`INVALID_ARGUMENTS`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::{
+    Error, Result, Tiger,
+    keys::State,
+    scripts,
+    task::registry::Registry,
+    time::now,
+};
+
+mod execute;
+mod finish;
+mod queues;
+
+pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
+pub use queues::queue_matches;
+
+use execute::Prepared;
+use finish::Finished;
+use queues::{Activity, QueueFilter};
+
+/// How long the loop backs off after Redis failed a dequeue.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A worker, configured with a builder and started with [`Worker::run`].
+///
+/// ```no_run
+/// # async fn demo() -> tiger::Result<()> {
+/// let tiger = tiger::Tiger::connect("redis://127.0.0.1:6379").await?;
+/// tiger::Worker::new(tiger)
+///     .queues(["emails"])
+///     .exclude_queues(["emails.bulk"])
+///     .concurrency(4)
+///     .run()
+///     .await
+/// # }
+/// ```
+#[must_use = "a `Worker` does nothing until `run` is awaited"]
+pub struct Worker {
+    tiger: Tiger,
+    only: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    concurrency: usize,
+    once: bool,
+    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("only", &self.only)
+            .field("exclude", &self.exclude)
+            .field("concurrency", &self.concurrency)
+            .field("once", &self.once)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// The default number of tasks one worker runs at once.
+    pub const DEFAULT_CONCURRENCY: usize = 10;
+
+    /// A worker on `tiger`'s Redis, serving every queue not excluded by the config.
+    pub fn new(tiger: Tiger) -> Worker {
+        Worker {
+            tiger,
+            only: None,
+            exclude: None,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            once: false,
+            shutdown: None,
+        }
+    }
+
+    /// Serve only these queues and their subqueues (`-q`). Overrides
+    /// [`Config::only_queues`](crate::Config::only_queues).
+    pub fn queues<I: IntoIterator<Item = S>, S: Into<String>>(mut self, queues: I) -> Worker {
+        self.only = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Skip these queues and their subqueues unless a more specific `queues` entry names
+    /// them (`-e`). Overrides [`Config::exclude_queues`](crate::Config::exclude_queues).
+    pub fn exclude_queues<I: IntoIterator<Item = S>, S: Into<String>>(mut self, queues: I) -> Worker {
+        self.exclude = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How many tasks run at once inside this process (default 10).
+    pub fn concurrency(mut self, tasks: usize) -> Worker {
+        self.concurrency = tasks;
+        self
+    }
+
+    /// Drain: run what is queued, then return once the queues are empty and nothing is in
+    /// flight.
+    pub fn once(mut self, once: bool) -> Worker {
+        self.once = once;
+        self
+    }
+
+    /// Stop when `signal` resolves: take no more tasks, let those in flight finish, return.
+    /// [`run_worker`](crate::run_worker) wires this to SIGINT and SIGTERM.
+    pub fn shutdown_on<F: Future<Output = ()> + Send + 'static>(mut self, signal: F) -> Worker {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// Runs until shutdown (or, with [`once`](Worker::once), until drained).
+    ///
+    /// Fails at start when two tasks share a name, the settings are invalid, or Redis cannot
+    /// be reached. Once running, a failed Redis call is logged and retried; task failures
+    /// never stop the worker.
+    pub async fn run(self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        let registry = Arc::new(Registry::load()?);
+        let config = self.tiger.config();
+        let filter = QueueFilter {
+            only: self.only.clone().unwrap_or_else(|| config.only_queues.clone()),
+            exclude: self.exclude.clone().unwrap_or_else(|| config.exclude_queues.clone()),
+        };
+        execute::install_panic_hook();
+        let queues = filter.queued(&self.tiger).await?;
+        tracing::info!(
+            tasks = registry.len(),
+            queues = ?filter.only,
+            exclude_queues = ?filter.exclude,
+            concurrency = self.concurrency,
+            once = self.once,
+            prefix = self.tiger.keys().prefix(),
+            "worker ready"
+        );
+        let activity = Activity::start(self.tiger.clone(), filter.clone());
+        let mut state = Loop {
+            tiger: self.tiger,
+            registry,
+            filter,
+            queues,
+            activity,
+            in_flight: JoinSet::new(),
+            running: HashMap::new(),
+            concurrency: self.concurrency,
+        };
+        state.run(self.once, self.shutdown).await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// The worker's state while it runs.
+struct Loop {
+    tiger: Tiger,
+    registry: Arc<Registry>,
+    filter: QueueFilter,
+    /// Queues that may have queued tasks.
+    queues: HashSet<String>,
+    activity: Activity,
+    in_flight: JoinSet<()>,
+    /// Queue and id of each task in flight, by Tokio task id, for heartbeats.
+    running: HashMap<tokio::task::Id, (String, String)>,
+    concurrency: usize,
+}
+
+impl Loop {
+    async fn run(&mut self, once: bool, shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>) {
+        let config = self.tiger.config().clone();
+        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+        let mut refresh = tokio::time::interval(config.queue_refresh_interval);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.reset();
+        let mut heartbeat = tokio::time::interval(config.active_task_update_timer);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
+        let mut stopping = false;
+        let mut backoff_until: Option<tokio::time::Instant> = None;
+
+        loop {
+            if !stopping && backoff_until.is_none_or(|until| until <= tokio::time::Instant::now()) {
+                backoff_until = None;
+                self.absorb_activity().await;
+                match self.take_work().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::error!(%err, retry_in = ?REDIS_BACKOFF, "cannot take tasks from Redis");
+                        backoff_until = Some(tokio::time::Instant::now() + REDIS_BACKOFF);
+                    }
+                }
+                if once && self.queues.is_empty() && self.in_flight.is_empty() && backoff_until.is_none() {
+                    break;
+                }
+            }
+            if stopping && self.in_flight.is_empty() {
+                break;
+            }
+            let has_room = self.in_flight.len() < self.concurrency;
+            tokio::select! {
+                () = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    tracing::info!(in_flight = self.in_flight.len(), "shutting down: taking no more tasks, finishing those in flight");
+                }
+                Some(done) = self.in_flight.join_next_with_id() => self.forget(done),
+                () = self.activity.notified(), if !stopping && has_room => {}
+                _ = refresh.tick(), if !stopping => self.refresh_queues().await,
+                _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
+                () = sleep_until(backoff_until), if backoff_until.is_some() && !stopping => {}
+            }
+        }
+    }
+
+    /// Adds the queues the activity channel announced; re-reads `t:queued` when the listener
+    /// (re)subscribed.
+    async fn absorb_activity(&mut self) {
+        let pending = self.activity.take();
+        self.queues.extend(pending.queues);
+        if pending.resync {
+            self.refresh_queues().await;
+        }
+    }
+
+    async fn refresh_queues(&mut self) {
+        match self.filter.queued(&self.tiger).await {
+            Ok(queues) => self.queues.extend(queues),
+            Err(err) => tracing::warn!(%err, "cannot read the queue set"),
+        }
+    }
+
+    /// Fills free slots from the known queues. `Ok(true)` if any task was started.
+    async fn take_work(&mut self) -> Result<bool> {
+        let mut free = self.concurrency.saturating_sub(self.in_flight.len());
+        if free == 0 || self.queues.is_empty() {
+            return Ok(false);
+        }
+        let mut order: Vec<String> = self.queues.iter().cloned().collect();
+        order.shuffle(&mut rand::rng());
+        let mut started = false;
+        for queue in order {
+            if free == 0 {
+                break;
+            }
+            let taken = self.dequeue(&queue, free).await?;
+            if taken == 0 {
+                self.queues.remove(&queue);
+            }
+            free -= taken;
+            started |= taken > 0;
+        }
+        Ok(started)
+    }
+
+    /// Moves up to `limit` tasks of `queue` to active and starts them; returns how many.
+    async fn dequeue(&mut self, queue: &str, limit: usize) -> Result<usize> {
+        let started = now();
+        let ids = scripts::dequeue(&self.tiger, queue, limit, started).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.tiger.keys();
+        let task_keys: Vec<String> = ids.iter().map(|id| keys.task(id)).collect();
+        let bodies: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&task_keys)
+            .query_async(&mut self.tiger.connection())
+            .await?;
+        for (id, body) in ids.iter().zip(bodies) {
+            let job = Job { tiger: self.tiger.clone(), queue: queue.to_owned(), id: id.clone(), started };
+            let future = match body {
+                Some(body) => job.run(execute::prepare(&self.registry, id, &body)).boxed(),
+                None => job.drop_missing().boxed(),
+            };
+            let handle = self.in_flight.spawn(future);
+            self.running.insert(handle.id(), (queue.to_owned(), id.clone()));
+        }
+        Ok(ids.len())
+    }
+
+    fn forget(&mut self, done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(err) => {
+                tracing::error!(%err, "a task's bookkeeping ended abnormally");
+                err.id()
+            }
+        };
+        self.running.remove(&id);
+    }
+
+    /// Refreshes the active score of every task in flight, so no worker takes them for
+    /// abandoned. `ZADD XX` never puts back a task that has already left the active set.
+    async fn heartbeat(&mut self) {
+        let now = now();
+        let keys = self.tiger.keys();
+        let mut pipe = redis::pipe();
+        for (queue, id) in self.running.values() {
+            pipe.cmd("ZADD").arg(keys.queue(State::Active, queue)).arg("XX").arg(now).arg(id).ignore();
+        }
+        if let Err(err) = pipe.query_async::<()>(&mut self.tiger.connection()).await {
+            tracing::warn!(%err, tasks = self.running.len(), "heartbeat failed");
+        }
+    }
+}
+
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A popped task on its way to an outcome.
+struct Job {
+    tiger: Tiger,
+    queue: String,
+    id: String,
+    /// When it became active (Unix seconds), for the execution record.
+    started: f64,
+}
+
+trait BoxedFuture: Future<Output = ()> + Send + Sized + 'static {
+    fn boxed(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self)
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> BoxedFuture for F {}
+
+impl Job {
+    async fn run(self, prepared: Prepared) {
+        match prepared {
+            Prepared::Run { func, unique, body } => {
+                let span = tracing::info_span!("task", task_id = %self.id, func, queue = %self.queue);
+                async move {
+                    tracing::info!("task started");
+                    let clock = Instant::now();
+                    let outcome = execute::run(body).await;
+                    let duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
+                    let task = Finished { queue: &self.queue, id: &self.id, unique };
+                    let written = match &outcome {
+                        Ok(()) => {
+                            tracing::info!(duration_ms, "task succeeded");
+                            finish::succeed(&self.tiger, task).await
+                        }
+                        Err(failure) => {
+                            tracing::error!(duration_ms, exception = %failure.exception_name, error = failure.summary(), "task failed");
+                            finish::fail(&self.tiger, task, self.started, failure).await
+                        }
+                    };
+                    self.report(written);
+                }
+                .instrument(span)
+                .await;
+            }
+            Prepared::Reject { unique, failure } => {
+                tracing::error!(
+                    task_id = %self.id,
+                    queue = %self.queue,
+                    exception = %failure.exception_name,
+                    error = failure.summary(),
+                    "task cannot run; moved to the error state"
+                );
+                let task = Finished { queue: &self.queue, id: &self.id, unique };
+                let written = finish::fail(&self.tiger, task, self.started, &failure).await;
+                self.report(written);
+            }
+        }
+    }
+
+    /// A queue held an id whose body is gone: nothing can run, so the id is removed.
+    async fn drop_missing(self) {
+        tracing::error!(task_id = %self.id, queue = %self.queue, "task body not found; removing the id from the queue");
+        let task = Finished { queue: &self.queue, id: &self.id, unique: false };
+        let written = finish::succeed(&self.tiger, task).await;
+        self.report(written);
+    }
+
+    fn report(&self, written: Result<bool>) {
+        match written {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                task_id = %self.id,
+                queue = %self.queue,
+                "task was no longer active when it finished (moved by another worker or an operator); result not recorded"
+            ),
+            Err(err) => tracing::error!(
+                task_id = %self.id,
+                queue = %self.queue,
+                %err,
+                "cannot record the task's result; it stays active until recovered"
+            ),
+        }
+    }
+}
