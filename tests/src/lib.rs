@@ -1,1 +1,292 @@
+//! Tasks and helpers shared by tiger's integration tests (`tests/tests/*.rs`) and by the
+//! worker binary those tests start as a child process (`src/bin/tiger-test-worker.rs`).
+//!
+//! Tasks report back through [`record`]: every call stores what it received under a token
+//! that the test passed as the first argument, so parallel tests never see each other's
+//! calls.
 
+#![allow(missing_docs, reason = "test support, not a published API")]
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tiger::{State, Tiger, Worker, testing::TestRedis};
+
+static RECORDS: LazyLock<Mutex<HashMap<String, Vec<Box<dyn Any + Send>>>>> = LazyLock::new(Default::default);
+
+/// Stores `value` under `token`.
+pub fn record<T: Any + Send>(token: &str, value: T) {
+    RECORDS.lock().unwrap().entry(token.to_owned()).or_default().push(Box::new(value));
+}
+
+/// Takes everything stored under `token` as `T`s (panics on another type).
+pub fn take<T: Any>(token: &str) -> Vec<T> {
+    let values = RECORDS.lock().unwrap().remove(token).unwrap_or_default();
+    values.into_iter().map(|v| *v.downcast::<T>().expect("recorded value of another type")).collect()
+}
+
+/// How many values are stored under `token`.
+pub fn count(token: &str) -> usize {
+    RECORDS.lock().unwrap().get(token).map_or(0, Vec::len)
+}
+
+/// A fresh token.
+pub fn token() -> String {
+    format!("{:016x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// A nested argument type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    pub scores: BTreeMap<String, Vec<u16>>,
+    pub home: Option<Address>,
+}
+
+/// Nested one level deeper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub city: String,
+    pub zip: Option<u32>,
+}
+
+/// What [`echo_all`] received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Echoed {
+    pub text: String,
+    pub profile: Profile,
+    pub maybe: Option<u32>,
+    pub list: Vec<i64>,
+    pub big: u64,
+    pub float: f64,
+}
+
+/// Records every argument it receives.
+#[tiger::task(queue = "roundtrip")]
+pub async fn echo_all(token: String, text: String, profile: Profile, maybe: Option<u32>, list: Vec<i64>, big: u64, float: f64) {
+    record(&token, Echoed { text, profile, maybe, list, big, float });
+}
+
+/// A plain fn task: records its argument and the thread it ran on.
+#[tiger::task]
+pub fn sync_echo(token: String, n: u32) {
+    record(&token, (n, std::thread::current().id()));
+}
+
+/// Records a label; tests enqueue it on many queues.
+#[tiger::task]
+pub async fn note(token: String, label: String) {
+    record(&token, label);
+}
+
+/// A task error with a source, to check the stored chain.
+#[derive(Debug, thiserror::Error)]
+#[error("charging the card failed")]
+pub struct ChargeError(#[source] pub std::io::Error);
+
+/// Always fails with [`ChargeError`].
+#[tiger::task(queue = "billing")]
+pub async fn charge(token: String, cents: u64) -> Result<(), ChargeError> {
+    record(&token, cents);
+    Err(ChargeError(std::io::Error::other(format!("card declined for {cents} cents"))))
+}
+
+/// Panics in an async task.
+#[tiger::task]
+pub async fn explode(token: String) {
+    record(&token, ());
+    panic!("boom in async task {token}");
+}
+
+/// Panics in a plain fn task.
+#[tiger::task]
+pub fn explode_sync(token: String) {
+    record(&token, ());
+    panic!("boom in sync task {token}");
+}
+
+/// Holds until `expected` gate tasks with this token run at the same time (or fails after
+/// 10 s); records how many were running when it entered.
+#[tiger::task(queue = "gate")]
+pub async fn gate(token: String, expected: usize) -> Result<(), String> {
+    let running = {
+        let mut gates = GATES.lock().unwrap();
+        let entry = gates.entry(token.clone()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+        entry.0
+    };
+    record(&token, running);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        if GATES.lock().unwrap()[&token].1 >= expected {
+            break Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            break Err(format!("only {running} of {expected} gate tasks ran at once"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    GATES.lock().unwrap().get_mut(&token).unwrap().0 -= 1;
+    result
+}
+
+/// Per token: (running now, most running at once).
+static GATES: LazyLock<Mutex<HashMap<String, (usize, usize)>>> = LazyLock::new(Default::default);
+
+/// Most gate tasks with `token` that ran at once.
+pub fn gate_peak(token: &str) -> usize {
+    GATES.lock().unwrap().get(token).map_or(0, |g| g.1)
+}
+
+/// For the child-process worker: creates `<dir>/started-<n>`, waits (up to 30 s) for
+/// `<dir>/release`, then creates `<dir>/finished-<n>`.
+#[tiger::task(queue = "files")]
+pub async fn file_gate(dir: String, n: u32) -> Result<(), String> {
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::write(dir.join(format!("started-{n}")), b"").map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !dir.join("release").exists() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("never released".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(dir.join(format!("finished-{n}")), b"").map_err(|e| e.to_string())
+}
+
+/// A Redis and a handle on a fresh prefix for one test.
+pub struct Fixture {
+    pub redis: TestRedis,
+    pub tiger: Tiger,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        let redis = TestRedis::start().expect("start a test redis-server");
+        let tiger = redis.tiger().await.expect("connect to the test redis");
+        Fixture { redis, tiger }
+    }
+
+    /// Runs a worker with `--once` semantics over every queue.
+    pub async fn drain(&self) {
+        self.drain_with(|w| w).await;
+    }
+
+    /// Runs a worker configured by `configure` until drained (at most 30 s).
+    pub async fn drain_with(&self, configure: impl FnOnce(Worker) -> Worker) {
+        let worker = configure(Worker::new(self.tiger.clone()).once(true));
+        tokio::time::timeout(Duration::from_secs(30), worker.run())
+            .await
+            .expect("worker drained within 30 s")
+            .expect("worker ran");
+    }
+
+    /// Every key under the test's prefix, without the prefix.
+    pub async fn keys(&self) -> BTreeSet<String> {
+        let prefix = format!("{}:", self.tiger.keys().prefix());
+        let keys = self.redis.keys(&self.tiger).await.expect("scan keys");
+        keys.into_iter().map(|k| k.strip_prefix(&prefix).unwrap_or(&k).to_owned()).collect()
+    }
+
+    /// The ids in `<state>:<queue>`, lowest score first.
+    pub async fn ids(&self, state: State, queue: &str) -> Vec<String> {
+        redis::cmd("ZRANGE")
+            .arg(self.tiger.keys().queue(state, queue))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.tiger.connection())
+            .await
+            .expect("zrange")
+    }
+
+    /// The execution records of task `id`, parsed.
+    pub async fn executions(&self, id: &str) -> Vec<serde_json::Value> {
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.tiger.keys().executions(id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.tiger.connection())
+            .await
+            .expect("lrange");
+        records.iter().map(|r| serde_json::from_str(r).expect("record is JSON")).collect()
+    }
+
+    /// The stored JSON of task `id`, parsed.
+    pub async fn body(&self, id: &str) -> Option<serde_json::Value> {
+        let body: Option<String> = redis::cmd("GET")
+            .arg(self.tiger.keys().task(id))
+            .query_async(&mut self.tiger.connection())
+            .await
+            .expect("get");
+        body.map(|b| serde_json::from_str(&b).expect("body is JSON"))
+    }
+
+    /// Writes a task the way a foreign producer would: raw body, queue entry, queue set.
+    pub async fn inject(&self, queue: &str, id: &str, body: Option<&str>) {
+        let keys = self.tiger.keys();
+        let mut pipe = redis::pipe();
+        if let Some(body) = body {
+            pipe.cmd("SET").arg(keys.task(id)).arg(body).ignore();
+        }
+        pipe.cmd("ZADD").arg(keys.queue(State::Queued, queue)).arg(1.0).arg(id).ignore();
+        pipe.cmd("SADD").arg(keys.state_set(State::Queued)).arg(queue).ignore();
+        pipe.query_async::<()>(&mut self.tiger.connection()).await.expect("inject");
+    }
+}
+
+/// `BTreeSet` of string literals, for key assertions.
+pub fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The workspace root.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The python of the virtualenv with the real TaskTiger, created on first use by
+/// `scripts/python-env`.
+pub fn python() -> std::path::PathBuf {
+    let output = std::process::Command::new(workspace_root().join("scripts/python-env"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/python-env");
+    assert!(output.status.success(), "scripts/python-env failed");
+    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// A fresh empty directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tiger-test-{}", token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        TempDir::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

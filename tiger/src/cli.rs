@@ -100,11 +100,17 @@ async fn wait_for_signal() {
     }
 }
 
-/// Installs the default log output: readable lines on stderr, filtered by `RUST_LOG`
-/// (default `info`). Does nothing if the program already installed a subscriber.
+/// Installs the default log output: readable lines on stderr (coloured only on a terminal),
+/// filtered by `RUST_LOG` (default `info`). Does nothing if the program already installed a
+/// subscriber.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// The worker program: parses the flags (`--help` lists them), logs to stderr, runs a

@@ -1,0 +1,143 @@
+//! The worker loop: queue filters, concurrency, waking on activity, and draining.
+
+use std::time::Duration;
+
+use tiger::{Config, State, Worker, testing::wait_until};
+use tiger_tests::*;
+
+#[tokio::test]
+async fn queue_filters_follow_dotted_subqueues() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let queues = ["a", "a.x", "a.b", "a.b.c", "a.b.keep.me", "b", "ab"];
+    for queue in queues {
+        note::delay(token.clone(), queue.into()).queue(queue).on(&fx.tiger).await.unwrap();
+    }
+    fx.drain_with(|w| w.queues(["a", "a.b.keep"]).exclude_queues(["a.b"])).await;
+
+    let mut ran = take::<String>(&token);
+    ran.sort();
+    assert_eq!(ran, ["a", "a.b.keep.me", "a.x"]);
+    for queue in ["a.b", "a.b.c", "b", "ab"] {
+        assert_eq!(fx.ids(State::Queued, queue).await.len(), 1, "{queue} stays queued");
+    }
+}
+
+#[tokio::test]
+async fn config_queue_lists_apply_when_the_worker_names_none() {
+    let redis = tiger::testing::TestRedis::start().unwrap();
+    let config = Config { exclude_queues: vec!["slow".into()], ..tiger::testing::test_config() };
+    let tiger = redis.tiger_with(config).await.unwrap();
+    let token = token();
+    for queue in ["fast", "slow.big"] {
+        note::delay(token.clone(), queue.into()).queue(queue).on(&tiger).await.unwrap();
+    }
+    Worker::new(tiger.clone()).once(true).run().await.unwrap();
+    assert_eq!(take::<String>(&token), ["fast"]);
+}
+
+#[tokio::test]
+async fn concurrency_n_runs_n_tasks_at_once_and_never_more() {
+    let fx = Fixture::new().await;
+    // Each gate task waits until four run at once: with concurrency 4 they all pass.
+    let all = token();
+    for _ in 0..4 {
+        gate::delay(all.clone(), 4).on(&fx.tiger).await.unwrap();
+    }
+    // Eight tasks that would like to run together, under concurrency 4: never more than 4.
+    let capped = token();
+    for _ in 0..8 {
+        gate::delay(capped.clone(), 4).on(&fx.tiger).await.unwrap();
+    }
+    fx.drain_with(|w| w.concurrency(4)).await;
+
+    assert_eq!(gate_peak(&all), 4);
+    assert_eq!(gate_peak(&capped), 4);
+    assert!(fx.keys().await.is_empty(), "every gate opened: {:?}", fx.keys().await);
+}
+
+#[tokio::test]
+async fn concurrency_one_runs_tasks_one_after_another() {
+    let fx = Fixture::new().await;
+    let token = token();
+    for _ in 0..3 {
+        gate::delay(token.clone(), 1).on(&fx.tiger).await.unwrap();
+    }
+    fx.drain_with(|w| w.concurrency(1)).await;
+    assert_eq!(take::<usize>(&token), [1, 1, 1]);
+}
+
+/// A worker running in the background until the returned sender is used or dropped.
+fn spawn_worker(worker: Worker) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<tiger::Result<()>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.shutdown_on(async { stopped.await.unwrap_or(()) }).run());
+    (stop, handle)
+}
+
+/// Enqueues (with publishing on) until the running worker has picked a task up, so that its
+/// start-up reads and its subscription are behind it.
+async fn warm_up(tiger: &tiger::Tiger) {
+    let token = token();
+    wait_until(Duration::from_secs(10), "the worker to take a first task", || async {
+        note::delay(token.clone(), "warm-up".into()).queue("warm-up").on(tiger).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        count(&token) > 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_worker_wakes_on_the_activity_channel() {
+    let fx = Fixture::new().await;
+    // A refresh interval far longer than the test: only the channel can announce `late`.
+    let config = Config { queue_refresh_interval: Duration::from_secs(3600), ..tiger::testing::test_config() };
+    let tiger = fx.redis.tiger_with(config).await.unwrap();
+    let (stop, worker) = spawn_worker(Worker::new(tiger.clone()));
+    warm_up(&tiger).await;
+    let token = token();
+    note::delay(token.clone(), "woken".into()).queue("late").on(&tiger).await.unwrap();
+    wait_until(Duration::from_secs(5), "the announced task to run", || async { count(&token) > 0 }).await;
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_missed_activity_message_does_not_strand_a_queue() {
+    let fx = Fixture::new().await;
+    let worker_tiger = fx.redis.tiger_with(tiger::testing::test_config()).await.unwrap();
+    // A producer with publishing off never announces its queue; only the periodic re-read
+    // of the queue set (500 ms in tests) can find it.
+    let silent = Config {
+        redis_prefix: worker_tiger.keys().prefix().to_owned(),
+        publish_queued_tasks: false,
+        ..tiger::testing::test_config()
+    };
+    let producer = tiger::Tiger::connect_with(fx.redis.url(), silent).await.unwrap();
+    let (stop, worker) = spawn_worker(Worker::new(worker_tiger.clone()));
+    warm_up(&worker_tiger).await;
+    let token = token();
+    note::delay(token.clone(), "quiet".into()).queue("quiet").on(&producer).await.unwrap();
+    wait_until(Duration::from_secs(10), "the unannounced task to run", || async { count(&token) > 0 }).await;
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn once_returns_when_drained_even_with_nothing_queued() {
+    let fx = Fixture::new().await;
+    fx.drain().await;
+    let token = token();
+    for i in 0..25 {
+        note::delay(token.clone(), i.to_string()).queue(["q1", "q2", "q3"][i % 3]).on(&fx.tiger).await.unwrap();
+    }
+    fx.drain_with(|w| w.concurrency(3)).await;
+    assert_eq!(take::<String>(&token).len(), 25);
+    assert!(fx.keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_zero_concurrency_is_refused() {
+    let fx = Fixture::new().await;
+    let err = Worker::new(fx.tiger.clone()).concurrency(0).run().await.unwrap_err();
+    assert!(err.to_string().contains("concurrency must be at least 1"), "{err}");
+}
