@@ -49,7 +49,11 @@ struct Totals {
 #[tiger::task(queue = "reports")]
 async fn monthly_report(totals: Totals, recipients: Option<Vec<String>>) {
     let sum: f64 = totals.amounts.iter().sum();
-    assert!(!totals.amounts.is_empty(), "no amounts for {}", totals.month);
+    assert!(
+        !totals.amounts.is_empty(),
+        "no amounts for {}",
+        totals.month
+    );
     let to = recipients.map_or_else(|| "nobody".to_owned(), |r| r.join(", "));
     println!("    report for {}: {sum:.2}, sent to {to}", totals.month);
 }
@@ -65,22 +69,44 @@ async fn main() {
 async fn run() -> tiger::Result<()> {
     tiger::init_logging();
     let (url, _server) = find_redis().await;
-    let config = Config { redis_prefix: PREFIX.into(), ..Config::default() };
+    let config = Config {
+        redis_prefix: PREFIX.into(),
+        ..Config::default()
+    };
     let tiger = Tiger::connect_with(&url, config).await?;
     clear_prefix(&tiger).await?;
 
     println!("enqueueing 6 tasks on {url} (prefix {PREFIX})");
-    send_welcome::delay(1, "ada@example.org".into()).on(&tiger).await?;
-    send_welcome::delay(2, "grace@example.org".into()).queue("emails.vip").on(&tiger).await?;
-    send_welcome::delay(3, "not-an-address".into()).on(&tiger).await?;
+    send_welcome::delay(1, "ada@example.org".into())
+        .on(&tiger)
+        .await?;
+    send_welcome::delay(2, "grace@example.org".into())
+        .queue("emails.vip")
+        .on(&tiger)
+        .await?;
+    send_welcome::delay(3, "not-an-address".into())
+        .on(&tiger)
+        .await?;
     resize::delay("cat.png".into(), 640).on(&tiger).await?;
-    let march = Totals { month: "2026-03".into(), amounts: vec![120.5, 99.5] };
-    monthly_report::delay(march, Some(vec!["boss@example.org".into()])).on(&tiger).await?;
-    let empty = Totals { month: "2026-04".into(), amounts: vec![] };
+    let march = Totals {
+        month: "2026-03".into(),
+        amounts: vec![120.5, 99.5],
+    };
+    monthly_report::delay(march, Some(vec!["boss@example.org".into()]))
+        .on(&tiger)
+        .await?;
+    let empty = Totals {
+        month: "2026-04".into(),
+        amounts: vec![],
+    };
     monthly_report::delay(empty, None).on(&tiger).await?;
 
     println!("running a worker until the queues are drained");
-    Worker::new(tiger.clone()).concurrency(4).once(true).run().await?;
+    Worker::new(tiger.clone())
+        .concurrency(4)
+        .once(true)
+        .run()
+        .await?;
 
     report(&tiger).await?;
     clear_prefix(&tiger).await
@@ -94,7 +120,10 @@ async fn find_redis() -> (String, Option<RedisServer>) {
     }
     match RedisServer::start() {
         Ok(server) => {
-            println!("nothing answers at {url}; started a throwaway redis-server at {}", server.url());
+            println!(
+                "nothing answers at {url}; started a throwaway redis-server at {}",
+                server.url()
+            );
             (server.url(), Some(server))
         }
         Err(_) => {
@@ -107,30 +136,53 @@ async fn find_redis() -> (String, Option<RedisServer>) {
 }
 
 async fn answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
-    matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ping).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Prints the tasks left in the error state with their last execution record.
 async fn report(tiger: &Tiger) -> tiger::Result<()> {
     let keys = tiger.keys();
     let mut conn = tiger.connection();
-    let queues: Vec<String> = redis::cmd("SMEMBERS").arg(keys.state_set(State::Error)).query_async(&mut conn).await?;
+    let queues: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys.state_set(State::Error))
+        .query_async(&mut conn)
+        .await?;
     let mut failed = 0;
     println!("failed tasks:");
     for queue in queues {
-        let ids: Vec<String> = redis::cmd("ZRANGE").arg(keys.queue(State::Error, &queue)).arg(0).arg(-1).query_async(&mut conn).await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.queue(State::Error, &queue))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
         for id in ids {
-            let body: String = redis::cmd("GET").arg(keys.task(&id)).query_async(&mut conn).await?;
-            let record: String = redis::cmd("LINDEX").arg(keys.executions(&id)).arg(-1).query_async(&mut conn).await?;
+            let body: String = redis::cmd("GET")
+                .arg(keys.task(&id))
+                .query_async(&mut conn)
+                .await?;
+            let record: String = redis::cmd("LINDEX")
+                .arg(keys.executions(&id))
+                .arg(-1)
+                .query_async(&mut conn)
+                .await?;
             let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let record: serde_json::Value = serde_json::from_str(&record).unwrap_or_default();
             let traceback = record["traceback"].as_str().unwrap_or_default();
-            println!("  {} on {queue}: {}", body["func"], record["exception_name"]);
+            println!(
+                "  {} on {queue}: {}",
+                body["func"], record["exception_name"]
+            );
             println!("    {}", traceback.lines().next().unwrap_or_default());
             failed += 1;
         }
@@ -141,9 +193,15 @@ async fn report(tiger: &Tiger) -> tiger::Result<()> {
 
 async fn clear_prefix(tiger: &Tiger) -> tiger::Result<()> {
     let mut conn = tiger.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{PREFIX}:*")).query_async(&mut conn).await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}:*"))
+        .query_async(&mut conn)
+        .await?;
     if !keys.is_empty() {
-        redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await?;
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut conn)
+            .await?;
     }
     Ok(())
 }

@@ -15,17 +15,28 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tiger::{State, Tiger, Worker, testing::TestRedis};
 
-static RECORDS: LazyLock<Mutex<HashMap<String, Vec<Box<dyn Any + Send>>>>> = LazyLock::new(Default::default);
+/// Everything recorded, by token.
+type Records = HashMap<String, Vec<Box<dyn Any + Send>>>;
+
+static RECORDS: LazyLock<Mutex<Records>> = LazyLock::new(Default::default);
 
 /// Stores `value` under `token`.
 pub fn record<T: Any + Send>(token: &str, value: T) {
-    RECORDS.lock().unwrap().entry(token.to_owned()).or_default().push(Box::new(value));
+    RECORDS
+        .lock()
+        .unwrap()
+        .entry(token.to_owned())
+        .or_default()
+        .push(Box::new(value));
 }
 
 /// Takes everything stored under `token` as `T`s (panics on another type).
 pub fn take<T: Any>(token: &str) -> Vec<T> {
     let values = RECORDS.lock().unwrap().remove(token).unwrap_or_default();
-    values.into_iter().map(|v| *v.downcast::<T>().expect("recorded value of another type")).collect()
+    values
+        .into_iter()
+        .map(|v| *v.downcast::<T>().expect("recorded value of another type"))
+        .collect()
 }
 
 /// How many values are stored under `token`.
@@ -71,8 +82,26 @@ pub struct Echoed {
 
 /// Records every argument it receives.
 #[tiger::task(queue = "roundtrip")]
-pub async fn echo_all(token: String, text: String, profile: Profile, maybe: Option<u32>, list: Vec<i64>, big: u64, float: f64) {
-    record(&token, Echoed { text, profile, maybe, list, big, float });
+pub async fn echo_all(
+    token: String,
+    text: String,
+    profile: Profile,
+    maybe: Option<u32>,
+    list: Vec<i64>,
+    big: u64,
+    float: f64,
+) {
+    record(
+        &token,
+        Echoed {
+            text,
+            profile,
+            maybe,
+            list,
+            big,
+            float,
+        },
+    );
 }
 
 /// A plain fn task: records its argument and the thread it ran on.
@@ -96,7 +125,9 @@ pub struct ChargeError(#[source] pub std::io::Error);
 #[tiger::task(queue = "billing")]
 pub async fn charge(token: String, cents: u64) -> Result<(), ChargeError> {
     record(&token, cents);
-    Err(ChargeError(std::io::Error::other(format!("card declined for {cents} cents"))))
+    Err(ChargeError(std::io::Error::other(format!(
+        "card declined for {cents} cents"
+    ))))
 }
 
 /// Panics in an async task.
@@ -131,7 +162,9 @@ pub async fn gate(token: String, expected: usize) -> Result<(), String> {
             break Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            break Err(format!("only {running} of {expected} gate tasks ran at once"));
+            break Err(format!(
+                "only {running} of {expected} gate tasks ran at once"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -194,7 +227,9 @@ impl Fixture {
     pub async fn keys(&self) -> BTreeSet<String> {
         let prefix = format!("{}:", self.tiger.keys().prefix());
         let keys = self.redis.keys(&self.tiger).await.expect("scan keys");
-        keys.into_iter().map(|k| k.strip_prefix(&prefix).unwrap_or(&k).to_owned()).collect()
+        keys.into_iter()
+            .map(|k| k.strip_prefix(&prefix).unwrap_or(&k).to_owned())
+            .collect()
     }
 
     /// The ids in `<state>:<queue>`, lowest score first.
@@ -217,7 +252,10 @@ impl Fixture {
             .query_async(&mut self.tiger.connection())
             .await
             .expect("lrange");
-        records.iter().map(|r| serde_json::from_str(r).expect("record is JSON")).collect()
+        records
+            .iter()
+            .map(|r| serde_json::from_str(r).expect("record is JSON"))
+            .collect()
     }
 
     /// The stored JSON of task `id`, parsed.
@@ -237,9 +275,18 @@ impl Fixture {
         if let Some(body) = body {
             pipe.cmd("SET").arg(keys.task(id)).arg(body).ignore();
         }
-        pipe.cmd("ZADD").arg(keys.queue(State::Queued, queue)).arg(1.0).arg(id).ignore();
-        pipe.cmd("SADD").arg(keys.state_set(State::Queued)).arg(queue).ignore();
-        pipe.query_async::<()>(&mut self.tiger.connection()).await.expect("inject");
+        pipe.cmd("ZADD")
+            .arg(keys.queue(State::Queued, queue))
+            .arg(1.0)
+            .arg(id)
+            .ignore();
+        pipe.cmd("SADD")
+            .arg(keys.state_set(State::Queued))
+            .arg(queue)
+            .ignore();
+        pipe.query_async::<()>(&mut self.tiger.connection())
+            .await
+            .expect("inject");
     }
 }
 
@@ -250,7 +297,10 @@ pub fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// The workspace root.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The python of the virtualenv with the real TaskTiger, created on first use by
@@ -289,4 +339,31 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+static RELEASED: LazyLock<Mutex<BTreeSet<String>>> = LazyLock::new(Default::default);
+
+/// Records that it started, then holds until [`release`] is called with its token (or 30 s).
+#[tiger::task(queue = "hold")]
+pub async fn hold(token: String) -> Result<(), String> {
+    record(&token, "started".to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !RELEASED.lock().unwrap().contains(&token) {
+        if tokio::time::Instant::now() > deadline {
+            return Err("never released".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Lets the [`hold`] tasks with `token` finish.
+pub fn release(token: &str) {
+    RELEASED.lock().unwrap().insert(token.to_owned());
+}
+
+/// Takes a map JSON cannot represent (its keys are not strings).
+#[tiger::task]
+pub async fn pairs(map: BTreeMap<(u8, u8), u8>) {
+    drop(map);
 }

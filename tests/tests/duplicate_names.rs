@@ -11,7 +11,11 @@ fn second() {}
 async fn two_tasks_with_one_name_fail_at_worker_start() {
     let redis = tiger::testing::TestRedis::start().unwrap();
     let tiger = redis.tiger().await.unwrap();
-    let err = tiger::Worker::new(tiger).once(true).run().await.unwrap_err();
+    let err = tiger::Worker::new(tiger)
+        .once(true)
+        .run()
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, tiger::Error::DuplicateTask { .. }), "{text}");
     assert!(text.contains("`shared:name`"), "{text}");

@@ -4,26 +4,44 @@
 use tiger::{State, worker};
 use tiger_tests::*;
 
-const RECORD_FIELDS: [&str; 6] = ["exception_name", "host", "success", "time_failed", "time_started", "traceback"];
+const RECORD_FIELDS: [&str; 6] = [
+    "exception_name",
+    "host",
+    "success",
+    "time_failed",
+    "time_started",
+    "traceback",
+];
 
 #[tokio::test]
 async fn success_removes_every_key_of_the_task() {
     let fx = Fixture::new().await;
     let token = token();
     for i in 0..3 {
-        note::delay(token.clone(), format!("n{i}")).queue("a.b").on(&fx.tiger).await.unwrap();
+        note::delay(token.clone(), format!("n{i}"))
+            .queue("a.b")
+            .on(&fx.tiger)
+            .await
+            .unwrap();
     }
     assert!(!fx.keys().await.is_empty());
     fx.drain().await;
     assert_eq!(take::<String>(&token).len(), 3);
-    assert!(fx.keys().await.is_empty(), "stray keys: {:?}", fx.keys().await);
+    assert!(
+        fx.keys().await.is_empty(),
+        "stray keys: {:?}",
+        fx.keys().await
+    );
 }
 
 #[tokio::test]
 async fn an_error_leaves_exactly_the_task_its_record_and_its_count() {
     let fx = Fixture::new().await;
     let token = token();
-    let id = charge::delay(token.clone(), 1999).on(&fx.tiger).await.unwrap();
+    let id = charge::delay(token.clone(), 1999)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
     let id = id.as_str();
     fx.drain().await;
     assert_eq!(take::<u64>(&token), [1999]);
@@ -47,19 +65,33 @@ async fn an_error_leaves_exactly_the_task_its_record_and_its_count() {
     let records = fx.executions(id).await;
     assert_eq!(records.len(), 1);
     let record = &records[0];
-    let fields: Vec<&str> = record.as_object().unwrap().keys().map(String::as_str).collect();
+    let fields: Vec<&str> = record
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(fields, RECORD_FIELDS);
     assert_eq!(record["success"], false);
     assert_eq!(record["exception_name"], "tiger_tests:ChargeError");
     let traceback = record["traceback"].as_str().unwrap();
-    assert!(traceback.starts_with("tiger_tests:ChargeError: charging the card failed"), "{traceback}");
-    assert!(traceback.contains("Caused by:\n    0: card declined for 1999 cents"), "{traceback}");
+    assert!(
+        traceback.starts_with("tiger_tests:ChargeError: charging the card failed"),
+        "{traceback}"
+    );
+    assert!(
+        traceback.contains("Caused by:\n    0: card declined for 1999 cents"),
+        "{traceback}"
+    );
     let started = record["time_started"].as_f64().unwrap();
     let failed = record["time_failed"].as_f64().unwrap();
     assert!(started > 1.7e9 && started <= failed, "{started} {failed}");
     assert!(!record["host"].as_str().unwrap().is_empty());
     // The body is kept as it was, so the task can be inspected and retried.
-    assert_eq!(fx.body(id).await.unwrap()["args"], serde_json::json!([token, 1999]));
+    assert_eq!(
+        fx.body(id).await.unwrap()["args"],
+        serde_json::json!([token, 1999])
+    );
 }
 
 #[tokio::test]
@@ -67,20 +99,36 @@ async fn panics_are_caught_recorded_and_the_worker_goes_on() {
     let fx = Fixture::new().await;
     let token = token();
     let async_id = explode::delay(token.clone()).on(&fx.tiger).await.unwrap();
-    let sync_id = explode_sync::delay(token.clone()).on(&fx.tiger).await.unwrap();
+    let sync_id = explode_sync::delay(token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
     let after = tiger_tests::token();
-    note::delay(after.clone(), "after".into()).on(&fx.tiger).await.unwrap();
+    note::delay(after.clone(), "after".into())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
     fx.drain_with(|w| w.concurrency(1)).await;
 
     assert_eq!(take::<()>(&token).len(), 2);
-    assert_eq!(take::<String>(&after), ["after"], "the worker went on after the panics");
+    assert_eq!(
+        take::<String>(&after),
+        ["after"],
+        "the worker went on after the panics"
+    );
     for (id, kind) in [(&async_id, "async"), (&sync_id, "sync")] {
         let records = fx.executions(id.as_str()).await;
         assert_eq!(records.len(), 1, "{kind}");
         assert_eq!(records[0]["exception_name"], worker::PANIC);
         let traceback = records[0]["traceback"].as_str().unwrap();
-        assert!(traceback.contains(&format!("boom in {kind} task {token}")), "{traceback}");
-        assert!(traceback.contains("panicked at tests/src/lib.rs:"), "{traceback}");
+        assert!(
+            traceback.contains(&format!("boom in {kind} task {token}")),
+            "{traceback}"
+        );
+        assert!(
+            traceback.contains("panicked at tests/src/lib.rs:"),
+            "{traceback}"
+        );
     }
     let mut errored = fx.ids(State::Error, "default").await;
     errored.sort();
@@ -96,10 +144,30 @@ async fn tasks_that_cannot_run_end_in_error_with_a_record_saying_why() {
     let token = token();
     let id = |n: u8| format!("{n:064x}");
     let cases = [
-        (id(1), "{not json".to_owned(), worker::MALFORMED_TASK, "not valid task JSON"),
-        (id(2), r#"{"id": "0000", "func": "x:y"}"#.to_owned(), worker::MALFORMED_TASK, "stored under"),
-        (id(3), r#"[1, 2]"#.to_owned(), worker::MALFORMED_TASK, "not valid task JSON"),
-        (id(4), format!(r#"{{"id": "{}", "args": []}}"#, id(4)), worker::MALFORMED_TASK, "missing field `func`"),
+        (
+            id(1),
+            "{not json".to_owned(),
+            worker::MALFORMED_TASK,
+            "not valid task JSON",
+        ),
+        (
+            id(2),
+            r#"{"id": "0000", "func": "x:y"}"#.to_owned(),
+            worker::MALFORMED_TASK,
+            "stored under",
+        ),
+        (
+            id(3),
+            r#"[1, 2]"#.to_owned(),
+            worker::MALFORMED_TASK,
+            "not valid task JSON",
+        ),
+        (
+            id(4),
+            format!(r#"{{"id": "{}", "args": []}}"#, id(4)),
+            worker::MALFORMED_TASK,
+            "missing field `func`",
+        ),
         (
             id(5),
             format!(r#"{{"id": "{}", "func": "nowhere:nothing"}}"#, id(5)),
@@ -108,19 +176,31 @@ async fn tasks_that_cannot_run_end_in_error_with_a_record_saying_why() {
         ),
         (
             id(6),
-            format!(r#"{{"id": "{}", "func": "{}", "args": ["tok", "not a number"]}}"#, id(6), charge::NAME),
+            format!(
+                r#"{{"id": "{}", "func": "{}", "args": ["tok", "not a number"]}}"#,
+                id(6),
+                charge::NAME
+            ),
             worker::INVALID_ARGUMENTS,
             "argument `cents` (`\"not a number\"`) does not decode as `u64`",
         ),
         (
             id(7),
-            format!(r#"{{"id": "{}", "func": "{}", "args": "tok"}}"#, id(7), charge::NAME),
+            format!(
+                r#"{{"id": "{}", "func": "{}", "args": "tok"}}"#,
+                id(7),
+                charge::NAME
+            ),
             worker::INVALID_ARGUMENTS,
             "`args` must be a JSON list",
         ),
         (
             id(8),
-            format!(r#"{{"id": "{}", "func": "{}", "args": ["tok"]}}"#, id(8), charge::NAME),
+            format!(
+                r#"{{"id": "{}", "func": "{}", "args": ["tok"]}}"#,
+                id(8),
+                charge::NAME
+            ),
             worker::INVALID_ARGUMENTS,
             "missing argument `cents`",
         ),
@@ -130,7 +210,11 @@ async fn tasks_that_cannot_run_end_in_error_with_a_record_saying_why() {
     }
     let missing = id(9);
     fx.inject("raw", &missing, None).await;
-    note::delay(token.clone(), "still runs".into()).queue("raw").on(&fx.tiger).await.unwrap();
+    note::delay(token.clone(), "still runs".into())
+        .queue("raw")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
 
     fx.drain().await;
 
@@ -145,7 +229,10 @@ async fn tasks_that_cannot_run_end_in_error_with_a_record_saying_why() {
         assert_eq!(records.len(), 1, "{id}");
         assert_eq!(records[0]["exception_name"], *name, "{id}");
         let traceback = records[0]["traceback"].as_str().unwrap();
-        assert!(traceback.contains(says), "{id}: {traceback:?} should say {says:?}");
+        assert!(
+            traceback.contains(says),
+            "{id}: {traceback:?} should say {says:?}"
+        );
         let kept: String = redis::cmd("GET")
             .arg(fx.tiger.keys().task(id))
             .query_async(&mut fx.tiger.connection())
@@ -161,10 +248,17 @@ async fn tasks_that_cannot_run_end_in_error_with_a_record_saying_why() {
 #[tokio::test]
 async fn tracebacks_can_be_turned_off() {
     let redis = tiger::testing::TestRedis::start().unwrap();
-    let config = tiger::Config { store_tracebacks: false, ..tiger::testing::test_config() };
+    let config = tiger::Config {
+        store_tracebacks: false,
+        ..tiger::testing::test_config()
+    };
     let tiger = redis.tiger_with(config).await.unwrap();
     let id = charge::delay(token(), 1).on(&tiger).await.unwrap();
-    tiger::Worker::new(tiger.clone()).once(true).run().await.unwrap();
+    tiger::Worker::new(tiger.clone())
+        .once(true)
+        .run()
+        .await
+        .unwrap();
     let record: String = redis::cmd("LINDEX")
         .arg(tiger.keys().executions(id.as_str()))
         .arg(-1)

@@ -11,7 +11,12 @@ const WORKER: &str = env!("CARGO_BIN_EXE_tiger-test-worker");
 
 fn start_worker(fx: &Fixture, log: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(WORKER)
-        .args(["--redis-url", fx.redis.url(), "--prefix", fx.tiger.keys().prefix()])
+        .args([
+            "--redis-url",
+            fx.redis.url(),
+            "--prefix",
+            fx.tiger.keys().prefix(),
+        ])
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -45,7 +50,12 @@ async fn sigterm_lets_the_running_task_finish_takes_no_more_and_exits_zero() {
     let folder = dir.0.to_string_lossy().into_owned();
     let mut ids = Vec::new();
     for n in 1..=2 {
-        ids.push(file_gate::delay(folder.clone(), n).on(&fx.tiger).await.unwrap());
+        ids.push(
+            file_gate::delay(folder.clone(), n)
+                .on(&fx.tiger)
+                .await
+                .unwrap(),
+        );
     }
     let log = dir.path("worker.log");
     let mut worker = start_worker(&fx, &log, &["--concurrency", "1"]);
@@ -55,23 +65,41 @@ async fn sigterm_lets_the_running_task_finish_takes_no_more_and_exits_zero() {
     })
     .await;
     let running = if dir.path("started-1").exists() { 1 } else { 2 };
-    let status = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    wait_until(Duration::from_secs(10), "the worker to log its shutdown", || async {
-        log_text(&log).contains("shutting down")
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the worker to log its shutdown",
+        || async { log_text(&log).contains("shutting down") },
+    )
     .await;
     std::fs::write(dir.path("release"), b"").unwrap();
 
     let status = wait_for_exit(&mut worker, Duration::from_secs(20)).await;
-    assert!(status.success(), "exit status {status}; log:\n{}", log_text(&log));
-    assert!(dir.path(&format!("finished-{running}")).exists(), "the running task finished");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        log_text(&log)
+    );
+    assert!(
+        dir.path(&format!("finished-{running}")).exists(),
+        "the running task finished"
+    );
     let waiting = 3 - running;
-    assert!(!dir.path(&format!("started-{waiting}")).exists(), "no task was taken after SIGTERM");
+    assert!(
+        !dir.path(&format!("started-{waiting}")).exists(),
+        "no task was taken after SIGTERM"
+    );
     let waiting_id = ids[waiting as usize - 1].to_string();
-    assert_eq!(fx.ids(State::Queued, "files").await, [waiting_id.clone()]);
+    assert_eq!(fx.ids(State::Queued, "files").await, [waiting_id.as_str()]);
     assert!(fx.ids(State::Active, "files").await.is_empty());
-    assert_eq!(fx.keys().await, set(&["queued", "queued:files", &format!("task:{waiting_id}")]));
+    assert_eq!(
+        fx.keys().await,
+        set(&["queued", "queued:files", &format!("task:{waiting_id}")])
+    );
 }
 
 #[tokio::test]
@@ -81,20 +109,41 @@ async fn once_flag_drains_and_exits_zero() {
     std::fs::write(dir.path("release"), b"").unwrap();
     let folder = dir.0.to_string_lossy().into_owned();
     for n in 1..=5 {
-        file_gate::delay(folder.clone(), n).on(&fx.tiger).await.unwrap();
+        file_gate::delay(folder.clone(), n)
+            .on(&fx.tiger)
+            .await
+            .unwrap();
     }
-    note::delay(token(), "other".into()).queue("other").on(&fx.tiger).await.unwrap();
+    note::delay(token(), "other".into())
+        .queue("other")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
     let log = dir.path("worker.log");
     let mut worker = start_worker(&fx, &log, &["--once", "-q", "files", "--concurrency", "2"]);
     let status = wait_for_exit(&mut worker, Duration::from_secs(30)).await;
-    assert!(status.success(), "exit status {status}; log:\n{}", log_text(&log));
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        log_text(&log)
+    );
     for n in 1..=5 {
         assert!(dir.path(&format!("finished-{n}")).exists(), "task {n} ran");
     }
-    assert_eq!(fx.ids(State::Queued, "other").await.len(), 1, "-q kept the worker off `other`");
+    assert_eq!(
+        fx.ids(State::Queued, "other").await.len(),
+        1,
+        "-q kept the worker off `other`"
+    );
     let text = log_text(&log);
-    assert!(text.contains("task started") && text.contains("task succeeded"), "{text}");
-    assert!(text.contains("task_id=") && text.contains("func=") && text.contains("queue=files"), "{text}");
+    assert!(
+        text.contains("task started") && text.contains("task succeeded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("task_id=") && text.contains("func=") && text.contains("queue=files"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -102,14 +151,25 @@ fn help_lists_the_flags() {
     let output = Command::new(WORKER).arg("--help").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    for flag in ["--queues", "--exclude-queues", "--redis-url", "--prefix", "--concurrency", "--once", "REDIS_URL"] {
+    for flag in [
+        "--queues",
+        "--exclude-queues",
+        "--redis-url",
+        "--prefix",
+        "--concurrency",
+        "--once",
+        "REDIS_URL",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
 }
 
 #[test]
 fn a_bad_flag_is_a_usage_error() {
-    let output = Command::new(WORKER).arg("--concurrency=0").output().unwrap();
+    let output = Command::new(WORKER)
+        .arg("--concurrency=0")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("must be at least 1"));
 }

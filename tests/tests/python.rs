@@ -6,13 +6,24 @@ use tiger::State;
 use tiger_tests::*;
 
 fn inspect(fx: &Fixture, queue: &str) -> serde_json::Value {
-    let port = fx.redis.url().rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let port = fx
+        .redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
     let output = std::process::Command::new(python())
         .arg(workspace_root().join("tests/python/inspect_queue.py"))
         .args([&port, fx.tiger.keys().prefix(), queue])
         .output()
         .expect("run python");
-    assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("python printed JSON")
 }
 
@@ -24,14 +35,29 @@ async fn python_tasktiger_sees_a_normal_queued_task_and_tigers_error_records() {
         scores: BTreeMap::from([("x".into(), vec![1, 2])]),
         home: None,
     };
-    let queued = echo_all::delay("tok".into(), "naïve".into(), profile, Some(3), vec![-5], u64::MAX, 2.5)
-        .queue("compat")
+    let queued = echo_all::delay(
+        "tok".into(),
+        "naïve".into(),
+        profile,
+        Some(3),
+        vec![-5],
+        u64::MAX,
+        2.5,
+    )
+    .queue("compat")
+    .on(&fx.tiger)
+    .await
+    .unwrap();
+    let failed = charge::delay("tok".into(), 250)
+        .queue("compat.billing")
         .on(&fx.tiger)
         .await
         .unwrap();
-    let failed = charge::delay("tok".into(), 250).queue("compat.billing").on(&fx.tiger).await.unwrap();
     fx.drain_with(|w| w.queues(["compat.billing"])).await;
-    assert_eq!(fx.ids(State::Error, "compat.billing").await, [failed.as_str()]);
+    assert_eq!(
+        fx.ids(State::Error, "compat.billing").await,
+        [failed.as_str()]
+    );
 
     let seen = inspect(&fx, "compat");
     assert_eq!(seen["queued"]["total"], 1);
@@ -48,7 +74,9 @@ async fn python_tasktiger_sees_a_normal_queued_task_and_tigers_error_records() {
     assert_eq!(task["executions"], serde_json::json!([]));
     assert_eq!(task["n_executions"], 0);
     let body = fx.body(queued.as_str()).await.unwrap();
-    assert!((task["ts"].as_f64().unwrap() - body["time_last_queued"].as_f64().unwrap()).abs() < 1e-3);
+    assert!(
+        (task["ts"].as_f64().unwrap() - body["time_last_queued"].as_f64().unwrap()).abs() < 1e-3
+    );
 
     let stats = &seen["stats"];
     assert_eq!(stats["compat"]["queued"], 1);
@@ -61,5 +89,10 @@ async fn python_tasktiger_sees_a_normal_queued_task_and_tigers_error_records() {
     let execution = &task["executions"][0];
     assert_eq!(execution["exception_name"], "tiger_tests:ChargeError");
     assert_eq!(execution["success"], false);
-    assert!(execution["traceback"].as_str().unwrap().contains("card declined for 250 cents"));
+    assert!(
+        execution["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("card declined for 250 cents")
+    );
 }

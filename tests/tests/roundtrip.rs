@@ -12,23 +12,34 @@ async fn typed_arguments_survive_the_round_trip() {
     let profile = Profile {
         name: "Zoë 🐯 «tiger» \u{1F600} \\ \" / \n".into(),
         scores: BTreeMap::from([("ß".into(), vec![0, 65535]), ("a".into(), vec![])]),
-        home: Some(Address { city: "Zürich".into(), zip: None }),
+        home: Some(Address {
+            city: "Zürich".into(),
+            zip: None,
+        }),
     };
     let calls = [
         (Some(7), vec![-1, 0, i64::MAX, i64::MIN], u64::MAX - 1, -0.1),
         (None, vec![], u64::MAX, 1e-300),
-        (Some(0), vec![42], 0, 12345.678_901_234_5),
+        (Some(0), vec![42], 0, 12_345.678_901_234_5),
     ];
     for (maybe, list, big, float) in calls.clone() {
-        echo_all::delay(token.clone(), "日本語テキスト".into(), profile.clone(), maybe, list, big, float)
-            .on(&fx.tiger)
-            .await
-            .unwrap();
+        echo_all::delay(
+            token.clone(),
+            "日本語テキスト".into(),
+            profile.clone(),
+            maybe,
+            list,
+            big,
+            float,
+        )
+        .on(&fx.tiger)
+        .await
+        .unwrap();
     }
     fx.drain().await;
 
     let mut got = take::<Echoed>(&token);
-    got.sort_by(|a, b| a.big.cmp(&b.big));
+    got.sort_by_key(|e| e.big);
     let mut want: Vec<Echoed> = calls
         .into_iter()
         .map(|(maybe, list, big, float)| Echoed {
@@ -40,9 +51,13 @@ async fn typed_arguments_survive_the_round_trip() {
             float,
         })
         .collect();
-    want.sort_by(|a, b| a.big.cmp(&b.big));
+    want.sort_by_key(|e| e.big);
     assert_eq!(got, want);
-    assert!(fx.keys().await.is_empty(), "stray keys: {:?}", fx.keys().await);
+    assert!(
+        fx.keys().await.is_empty(),
+        "stray keys: {:?}",
+        fx.keys().await
+    );
 }
 
 #[tokio::test]
@@ -51,7 +66,11 @@ async fn the_stored_task_has_tasktiger_layout() {
     let id = echo_all::delay(
         "t".into(),
         "x".into(),
-        Profile { name: "n".into(), scores: BTreeMap::new(), home: None },
+        Profile {
+            name: "n".into(),
+            scores: BTreeMap::new(),
+            home: None,
+        },
         None,
         vec![1],
         u64::MAX,
@@ -62,9 +81,15 @@ async fn the_stored_task_has_tasktiger_layout() {
     .unwrap();
     let id = id.as_str();
     assert_eq!(id.len(), 64);
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
 
-    assert_eq!(fx.keys().await, set(&["queued", "queued:roundtrip", &format!("task:{id}")]));
+    assert_eq!(
+        fx.keys().await,
+        set(&["queued", "queued:roundtrip", &format!("task:{id}")])
+    );
     let members: Vec<String> = redis::cmd("SMEMBERS")
         .arg(fx.tiger.keys().state_set(State::Queued))
         .query_async(&mut fx.tiger.connection())
@@ -74,8 +99,16 @@ async fn the_stored_task_has_tasktiger_layout() {
     assert_eq!(fx.ids(State::Queued, "roundtrip").await, [id]);
 
     let body = fx.body(id).await.unwrap();
-    let fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, ["args", "func", "id", "scheduled_at", "time_last_queued"]);
+    let fields: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        ["args", "func", "id", "scheduled_at", "time_last_queued"]
+    );
     assert_eq!(body["id"], id);
     assert_eq!(body["func"], echo_all::NAME);
     assert_eq!(echo_all::NAME, "tiger_tests:echo_all");
@@ -91,7 +124,10 @@ async fn the_stored_task_has_tasktiger_layout() {
         .query_async(&mut fx.tiger.connection())
         .await
         .unwrap();
-    assert!((score - queued_at).abs() < 1e-3, "score {score} vs time_last_queued {queued_at}");
+    assert!(
+        (score - queued_at).abs() < 1e-3,
+        "score {score} vs time_last_queued {queued_at}"
+    );
 }
 
 #[tokio::test]
@@ -100,12 +136,19 @@ async fn enqueue_publishes_the_queue_name_on_the_activity_channel() {
     let client = redis::Client::open(fx.redis.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe(fx.tiger.keys().activity()).await.unwrap();
-    note::delay("t".into(), "x".into()).queue("mail.fast").on(&fx.tiger).await.unwrap();
-    let mut messages = pubsub.on_message();
-    let message = tokio::time::timeout(std::time::Duration::from_secs(5), futures_next(&mut messages))
+    note::delay("t".into(), "x".into())
+        .queue("mail.fast")
+        .on(&fx.tiger)
         .await
-        .expect("a message within 5 s")
         .unwrap();
+    let mut messages = pubsub.on_message();
+    let message = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        futures_next(&mut messages),
+    )
+    .await
+    .expect("a message within 5 s")
+    .unwrap();
     assert_eq!(message.get_payload::<String>().unwrap(), "mail.fast");
 }
 
@@ -117,12 +160,27 @@ async fn futures_next<S: futures_util::Stream + Unpin>(stream: &mut S) -> Option
 #[tokio::test]
 async fn per_call_queue_overrides_the_attribute_and_default_queue_applies() {
     let fx = Fixture::new().await;
-    echo_all::delay("t".into(), "x".into(), Profile { name: "n".into(), scores: BTreeMap::new(), home: None }, None, vec![], 0, 0.0)
-        .queue("elsewhere")
+    echo_all::delay(
+        "t".into(),
+        "x".into(),
+        Profile {
+            name: "n".into(),
+            scores: BTreeMap::new(),
+            home: None,
+        },
+        None,
+        vec![],
+        0,
+        0.0,
+    )
+    .queue("elsewhere")
+    .on(&fx.tiger)
+    .await
+    .unwrap();
+    note::delay("t".into(), "x".into())
         .on(&fx.tiger)
         .await
         .unwrap();
-    note::delay("t".into(), "x".into()).on(&fx.tiger).await.unwrap();
     assert_eq!(fx.ids(State::Queued, "elsewhere").await.len(), 1);
     assert_eq!(fx.ids(State::Queued, "default").await.len(), 1);
     assert!(fx.ids(State::Queued, "roundtrip").await.is_empty());
@@ -132,7 +190,10 @@ async fn per_call_queue_overrides_the_attribute_and_default_queue_applies() {
 async fn plain_fn_tasks_run_off_the_async_threads() {
     let fx = Fixture::new().await;
     let token = token();
-    sync_echo::delay(token.clone(), 5).on(&fx.tiger).await.unwrap();
+    sync_echo::delay(token.clone(), 5)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
     fx.drain().await;
     let got = take::<(u32, std::thread::ThreadId)>(&token);
     assert_eq!(got.len(), 1);
@@ -141,7 +202,10 @@ async fn plain_fn_tasks_run_off_the_async_threads() {
     // the plain fn ran on the blocking pool.
     assert_ne!(got[0].1, std::thread::current().id());
     sync_echo(token.clone(), 6);
-    assert_eq!(take::<(u32, std::thread::ThreadId)>(&token)[0], (6, std::thread::current().id()));
+    assert_eq!(
+        take::<(u32, std::thread::ThreadId)>(&token)[0],
+        (6, std::thread::current().id())
+    );
     assert!(fx.keys().await.is_empty());
 }
 
@@ -152,4 +216,32 @@ async fn the_function_stays_callable_directly() {
     assert_eq!(take::<String>(&token), ["direct"]);
     let err = charge(token.clone(), 5).await.unwrap_err();
     assert!(err.to_string().contains("charging the card failed"));
+}
+
+#[tokio::test]
+async fn a_task_declared_inside_a_function_body_works() {
+    #[tiger::task(queue = "local")]
+    async fn local_task(token: String, n: u8) {
+        record(&token, n);
+    }
+
+    let fx = Fixture::new().await;
+    let token = token();
+    local_task::delay(token.clone(), 9)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_eq!(local_task::NAME, "roundtrip:local_task");
+    fx.drain().await;
+    assert_eq!(take::<u8>(&token), [9]);
+}
+
+#[tokio::test]
+async fn arguments_json_cannot_hold_fail_the_delay_and_write_nothing() {
+    let fx = Fixture::new().await;
+    let map = BTreeMap::from([((1, 2), 3)]);
+    let err = pairs::delay(map).on(&fx.tiger).await.unwrap_err();
+    assert!(matches!(err, tiger::Error::Serialize { .. }), "{err}");
+    assert!(err.to_string().contains(pairs::NAME), "{err}");
+    assert!(fx.keys().await.is_empty());
 }

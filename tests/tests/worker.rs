@@ -11,26 +11,42 @@ async fn queue_filters_follow_dotted_subqueues() {
     let token = token();
     let queues = ["a", "a.x", "a.b", "a.b.c", "a.b.keep.me", "b", "ab"];
     for queue in queues {
-        note::delay(token.clone(), queue.into()).queue(queue).on(&fx.tiger).await.unwrap();
+        note::delay(token.clone(), queue.into())
+            .queue(queue)
+            .on(&fx.tiger)
+            .await
+            .unwrap();
     }
-    fx.drain_with(|w| w.queues(["a", "a.b.keep"]).exclude_queues(["a.b"])).await;
+    fx.drain_with(|w| w.queues(["a", "a.b.keep"]).exclude_queues(["a.b"]))
+        .await;
 
     let mut ran = take::<String>(&token);
     ran.sort();
     assert_eq!(ran, ["a", "a.b.keep.me", "a.x"]);
     for queue in ["a.b", "a.b.c", "b", "ab"] {
-        assert_eq!(fx.ids(State::Queued, queue).await.len(), 1, "{queue} stays queued");
+        assert_eq!(
+            fx.ids(State::Queued, queue).await.len(),
+            1,
+            "{queue} stays queued"
+        );
     }
 }
 
 #[tokio::test]
 async fn config_queue_lists_apply_when_the_worker_names_none() {
     let redis = tiger::testing::TestRedis::start().unwrap();
-    let config = Config { exclude_queues: vec!["slow".into()], ..tiger::testing::test_config() };
+    let config = Config {
+        exclude_queues: vec!["slow".into()],
+        ..tiger::testing::test_config()
+    };
     let tiger = redis.tiger_with(config).await.unwrap();
     let token = token();
     for queue in ["fast", "slow.big"] {
-        note::delay(token.clone(), queue.into()).queue(queue).on(&tiger).await.unwrap();
+        note::delay(token.clone(), queue.into())
+            .queue(queue)
+            .on(&tiger)
+            .await
+            .unwrap();
     }
     Worker::new(tiger.clone()).once(true).run().await.unwrap();
     assert_eq!(take::<String>(&token), ["fast"]);
@@ -53,7 +69,11 @@ async fn concurrency_n_runs_n_tasks_at_once_and_never_more() {
 
     assert_eq!(gate_peak(&all), 4);
     assert_eq!(gate_peak(&capped), 4);
-    assert!(fx.keys().await.is_empty(), "every gate opened: {:?}", fx.keys().await);
+    assert!(
+        fx.keys().await.is_empty(),
+        "every gate opened: {:?}",
+        fx.keys().await
+    );
 }
 
 #[tokio::test]
@@ -68,9 +88,18 @@ async fn concurrency_one_runs_tasks_one_after_another() {
 }
 
 /// A worker running in the background until the returned sender is used or dropped.
-fn spawn_worker(worker: Worker) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<tiger::Result<()>>) {
+fn spawn_worker(
+    worker: Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<tiger::Result<()>>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.shutdown_on(async { stopped.await.unwrap_or(()) }).run());
+    let handle = tokio::spawn(
+        worker
+            .shutdown_on(async { stopped.await.unwrap_or(()) })
+            .run(),
+    );
     (stop, handle)
 }
 
@@ -78,11 +107,19 @@ fn spawn_worker(worker: Worker) -> (tokio::sync::oneshot::Sender<()>, tokio::tas
 /// start-up reads and its subscription are behind it.
 async fn warm_up(tiger: &tiger::Tiger) {
     let token = token();
-    wait_until(Duration::from_secs(10), "the worker to take a first task", || async {
-        note::delay(token.clone(), "warm-up".into()).queue("warm-up").on(tiger).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        count(&token) > 0
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the worker to take a first task",
+        || async {
+            note::delay(token.clone(), "warm-up".into())
+                .queue("warm-up")
+                .on(tiger)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            count(&token) > 0
+        },
+    )
     .await;
 }
 
@@ -90,13 +127,25 @@ async fn warm_up(tiger: &tiger::Tiger) {
 async fn an_idle_worker_wakes_on_the_activity_channel() {
     let fx = Fixture::new().await;
     // A refresh interval far longer than the test: only the channel can announce `late`.
-    let config = Config { queue_refresh_interval: Duration::from_secs(3600), ..tiger::testing::test_config() };
+    let config = Config {
+        queue_refresh_interval: Duration::from_secs(3600),
+        ..tiger::testing::test_config()
+    };
     let tiger = fx.redis.tiger_with(config).await.unwrap();
     let (stop, worker) = spawn_worker(Worker::new(tiger.clone()));
     warm_up(&tiger).await;
     let token = token();
-    note::delay(token.clone(), "woken".into()).queue("late").on(&tiger).await.unwrap();
-    wait_until(Duration::from_secs(5), "the announced task to run", || async { count(&token) > 0 }).await;
+    note::delay(token.clone(), "woken".into())
+        .queue("late")
+        .on(&tiger)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the announced task to run",
+        || async { count(&token) > 0 },
+    )
+    .await;
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
@@ -104,7 +153,11 @@ async fn an_idle_worker_wakes_on_the_activity_channel() {
 #[tokio::test]
 async fn a_missed_activity_message_does_not_strand_a_queue() {
     let fx = Fixture::new().await;
-    let worker_tiger = fx.redis.tiger_with(tiger::testing::test_config()).await.unwrap();
+    let worker_tiger = fx
+        .redis
+        .tiger_with(tiger::testing::test_config())
+        .await
+        .unwrap();
     // A producer with publishing off never announces its queue; only the periodic re-read
     // of the queue set (500 ms in tests) can find it.
     let silent = Config {
@@ -112,12 +165,23 @@ async fn a_missed_activity_message_does_not_strand_a_queue() {
         publish_queued_tasks: false,
         ..tiger::testing::test_config()
     };
-    let producer = tiger::Tiger::connect_with(fx.redis.url(), silent).await.unwrap();
+    let producer = tiger::Tiger::connect_with(fx.redis.url(), silent)
+        .await
+        .unwrap();
     let (stop, worker) = spawn_worker(Worker::new(worker_tiger.clone()));
     warm_up(&worker_tiger).await;
     let token = token();
-    note::delay(token.clone(), "quiet".into()).queue("quiet").on(&producer).await.unwrap();
-    wait_until(Duration::from_secs(10), "the unannounced task to run", || async { count(&token) > 0 }).await;
+    note::delay(token.clone(), "quiet".into())
+        .queue("quiet")
+        .on(&producer)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the unannounced task to run",
+        || async { count(&token) > 0 },
+    )
+    .await;
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
@@ -128,7 +192,11 @@ async fn once_returns_when_drained_even_with_nothing_queued() {
     fx.drain().await;
     let token = token();
     for i in 0..25 {
-        note::delay(token.clone(), i.to_string()).queue(["q1", "q2", "q3"][i % 3]).on(&fx.tiger).await.unwrap();
+        note::delay(token.clone(), i.to_string())
+            .queue(["q1", "q2", "q3"][i % 3])
+            .on(&fx.tiger)
+            .await
+            .unwrap();
     }
     fx.drain_with(|w| w.concurrency(3)).await;
     assert_eq!(take::<String>(&token).len(), 25);
@@ -138,6 +206,75 @@ async fn once_returns_when_drained_even_with_nothing_queued() {
 #[tokio::test]
 async fn a_zero_concurrency_is_refused() {
     let fx = Fixture::new().await;
-    let err = Worker::new(fx.tiger.clone()).concurrency(0).run().await.unwrap_err();
-    assert!(err.to_string().contains("concurrency must be at least 1"), "{err}");
+    let err = Worker::new(fx.tiger.clone())
+        .concurrency(0)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("concurrency must be at least 1"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_advance_the_active_score_of_running_tasks() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let id = hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
+    let (stop, worker) = spawn_worker(Worker::new(fx.tiger.clone()));
+    wait_until(Duration::from_secs(10), "the task to start", || async {
+        count(&token) > 0
+    })
+    .await;
+    let score = || async {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(fx.tiger.keys().queue(State::Active, "hold"))
+            .arg(id.as_str())
+            .query_async(&mut fx.tiger.connection())
+            .await
+            .unwrap();
+        score.expect("the task is active")
+    };
+    let first = score().await;
+    // The test config beats every 200 ms.
+    wait_until(
+        Duration::from_secs(5),
+        "a heartbeat to move the active score",
+        || async { score().await > first },
+    )
+    .await;
+    release(&token);
+    wait_until(Duration::from_secs(10), "the task to finish", || async {
+        fx.keys().await.is_empty()
+    })
+    .await;
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_tasks_in_flight() {
+    let fx = Fixture::new().await;
+    let token = token();
+    hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
+    let (stop, worker) = spawn_worker(Worker::new(fx.tiger.clone()));
+    wait_until(Duration::from_secs(10), "the task to start", || async {
+        count(&token) > 0
+    })
+    .await;
+    stop.send(()).unwrap();
+    // Still running: the worker must not return while its task holds.
+    let mut worker = worker;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut worker)
+            .await
+            .is_err()
+    );
+    release(&token);
+    worker.await.unwrap().unwrap();
+    assert!(
+        fx.keys().await.is_empty(),
+        "the task finished and was recorded before exit"
+    );
 }

@@ -1,7 +1,7 @@
 //! Parses the arguments of `#[tiger::task(...)]` into [`TaskArgs`].
 
 use proc_macro2::TokenStream;
-use syn::{LitStr, meta::ParseNestedMeta, parse::Parser};
+use syn::{Expr, ExprLit, Lit, LitStr, Token, meta::ParseNestedMeta, parse::Parser};
 
 /// The option keys the attribute accepts, in the order the error message lists them.
 const KNOWN: &[&str] = &["queue", "name"];
@@ -35,19 +35,48 @@ impl TaskArgs {
     }
 
     fn parse_one(&mut self, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+        // Consume `= value` first, whatever the key, so one bad option does not derail the
+        // parsing of the ones after it.
+        let value: Option<Expr> = if meta.input.peek(Token![=]) {
+            Some(meta.value()?.parse()?)
+        } else {
+            None
+        };
         let Some(ident) = meta.path.get_ident() else {
-            return Err(meta.error(unknown_message("this path")));
+            return Err(syn::Error::new_spanned(
+                &meta.path,
+                unknown_message("this path"),
+            ));
         };
         let key = ident.to_string();
         let slot = match key.as_str() {
             "queue" => &mut self.queue,
             "name" => &mut self.name,
-            _ => return Err(meta.error(unknown_message(&format!("`{key}`")))),
+            _ => {
+                return Err(syn::Error::new(
+                    ident.span(),
+                    unknown_message(&format!("`{key}`")),
+                ));
+            }
         };
-        let value: LitStr = meta
-            .value()
-            .and_then(|v| v.parse())
-            .map_err(|err| syn::Error::new(err.span(), format!("expected `{key} = \"...\"`")))?;
+        let value = match value {
+            Some(Expr::Lit(ExprLit {
+                lit: Lit::Str(text),
+                ..
+            })) => text,
+            Some(other) => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    format!("expected a string: `{key} = \"...\"`"),
+                ));
+            }
+            None => {
+                return Err(syn::Error::new(
+                    ident.span(),
+                    format!("expected `{key} = \"...\"`"),
+                ));
+            }
+        };
         if slot.is_some() {
             return Err(syn::Error::new(
                 ident.span(),
@@ -63,7 +92,10 @@ impl TaskArgs {
 fn validate(key: &str, value: &LitStr) -> syn::Result<()> {
     let text = value.value();
     if text.is_empty() {
-        return Err(syn::Error::new(value.span(), format!("`{key}` must not be empty")));
+        return Err(syn::Error::new(
+            value.span(),
+            format!("`{key}` must not be empty"),
+        ));
     }
     if key == "queue" && (text.starts_with('.') || text.ends_with('.') || text.contains("..")) {
         return Err(syn::Error::new(
@@ -75,7 +107,11 @@ fn validate(key: &str, value: &LitStr) -> syn::Result<()> {
 }
 
 fn unknown_message(what: &str) -> String {
-    let valid = KNOWN.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let valid = KNOWN
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("unknown task option {what}; expected one of {valid}")
 }
 

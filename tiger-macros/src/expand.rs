@@ -1,15 +1,16 @@
 //! Generates the code behind `#[tiger::task]`.
 //!
 //! For `fn send(user: u64)` it keeps the function as written and adds, next to it:
-//! - a hidden `TaskSpec` constant and a hidden `delay` function whose parameters are the
-//!   task's own, so their types resolve exactly where the user wrote them;
-//! - a module `send` that re-exports that function as `send::delay` and holds `send::NAME`;
+//! - an empty braced struct `send` (braced structs live only in the type namespace, so it
+//!   sits beside the function of the same name) whose impl holds `send::delay(user: u64)`,
+//!   `send::NAME` and the hidden `send::SPEC`. Being in the same scope as the function, the
+//!   parameter types resolve exactly as the user wrote them, even inside a function body;
 //! - a registration (`inventory::submit!`) of a decoder that turns stored JSON arguments back
 //!   into typed values and calls the function.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, Visibility, spanned::Spanned};
+use quote::{quote, quote_spanned};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, spanned::Spanned};
 
 use crate::attr::{TaskArgs, push_error};
 
@@ -59,7 +60,10 @@ fn parameters(func: &ItemFn, errors: &mut Option<syn::Error>) -> Vec<Param> {
         );
     }
     if let Some(variadic) = &sig.variadic {
-        push_error(errors, syn::Error::new(variadic.span(), "a task cannot be variadic"));
+        push_error(
+            errors,
+            syn::Error::new(variadic.span(), "a task cannot be variadic"),
+        );
     }
     let mut params = Vec::new();
     for input in &sig.inputs {
@@ -73,16 +77,23 @@ fn parameters(func: &ItemFn, errors: &mut Option<syn::Error>) -> Vec<Param> {
             ),
             FnArg::Typed(typed) => match &*typed.pat {
                 Pat::Ident(pat) if pat.subpat.is_none() && pat.by_ref.is_none() => {
-                    if let Type::ImplTrait(_) = &*typed.ty {
-                        push_error(
-                            errors,
-                            syn::Error::new(
-                                typed.ty.span(),
-                                "a task parameter needs a concrete type, not `impl Trait`",
-                            ),
-                        );
+                    let problem = match &*typed.ty {
+                        Type::ImplTrait(_) => {
+                            Some("a task parameter needs a concrete type, not `impl Trait`")
+                        }
+                        Type::Reference(_) => Some(
+                            "a task parameter must be an owned type (`String`, not `&str`): \
+                             arguments are decoded from JSON in another process",
+                        ),
+                        _ => None,
+                    };
+                    if let Some(problem) = problem {
+                        push_error(errors, syn::Error::new(typed.ty.span(), problem));
                     }
-                    params.push(Param { ident: pat.ident.clone(), ty: (*typed.ty).clone() });
+                    params.push(Param {
+                        ident: pat.ident.clone(),
+                        ty: (*typed.ty).clone(),
+                    });
                 }
                 other => push_error(
                     errors,
@@ -102,9 +113,6 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
     let vis = &func.vis;
     let ident = &func.sig.ident;
     let fn_name = ident.to_string();
-    let spec = format_ident!("__TIGER_SPEC_{}", ident);
-    let delay = format_ident!("__tiger_delay_{}", ident);
-    let reexport_vis = reexport_visibility(vis);
 
     let name = match &args.name {
         Some(name) => quote!(#name),
@@ -122,46 +130,54 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
             ::tiger::__private::assert_task_arg::<#ty>();
         }
     });
-    let indexes = 0..params.len();
     let names: Vec<String> = params.iter().map(|p| p.ident.to_string()).collect();
+    // Spanned on each parameter's type, so a type that cannot travel as JSON is reported
+    // there and not on the attribute.
+    let writes = params.iter().map(|p| {
+        let (ident, ty) = (&p.ident, &p.ty);
+        quote_spanned!(ty.span()=> .arg::<#ty>(&#ident))
+    });
+    let reads = params.iter().enumerate().map(|(index, p)| {
+        let (ident, ty, name) = (&p.ident, &p.ty, p.ident.to_string());
+        quote_spanned!(ty.span()=> let #ident = args.get::<#ty>(#index, #name)?;)
+    });
     let body = call_body(func);
 
-    let module_doc = format!(
-        "Enqueue the task [`{fn_name}()`]: `{fn_name}::delay(...)` takes the same arguments, \
-         returns a [`Delay`](::tiger::Delay) to set per-call options on, and enqueues when \
-         awaited."
+    let handle_doc = format!(
+        "The task [`{fn_name}()`](fn@{fn_name}): `{fn_name}::delay(...)` enqueues a call.\n\n\
+         Generated by `#[tiger::task]` next to the function, which stays as written."
     );
     let delay_doc = format!(
-        "Enqueues a call of [`{fn_name}()`](fn@super::{fn_name}) with these arguments when the \
-         returned [`Delay`](::tiger::Delay) is awaited."
+        "Enqueues a call of [`{fn_name}()`](fn@{fn_name}) with these arguments when the \
+         returned [`Delay`](::tiger::Delay) is awaited. Set per-call options on the `Delay` \
+         first (`.queue(...)`, `.on(&tiger)`)."
     );
 
     quote! {
         #func
 
-        #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        #vis const #spec: ::tiger::__private::TaskSpec = ::tiger::__private::TaskSpec {
-            name: #name,
-            queue: #queue,
-        };
+        #[doc = #handle_doc]
+        #[allow(non_camel_case_types)]
+        #vis struct #ident {}
 
-        #[doc(hidden)]
-        #[allow(non_snake_case, clippy::too_many_arguments)]
-        #vis fn #delay(#(#idents: #types),*) -> ::tiger::Delay {
-            ::tiger::Delay::new(
-                &#spec,
-                ::tiger::__private::ArgsWriter::new()#(.arg(&#idents))*.finish(),
-            )
-        }
-
-        #[doc = #module_doc]
-        #vis mod #ident {
-            #[doc = #delay_doc]
-            #reexport_vis use super::#delay as delay;
-
+        impl #ident {
             /// The serialized name the worker looks this task up by.
-            pub const NAME: &str = super::#spec.name;
+            #vis const NAME: &'static str = #name;
+
+            #[doc(hidden)]
+            #vis const SPEC: ::tiger::__private::TaskSpec = ::tiger::__private::TaskSpec {
+                name: Self::NAME,
+                queue: #queue,
+            };
+
+            #[doc = #delay_doc]
+            #[allow(clippy::too_many_arguments)]
+            #vis fn delay(#(#idents: #types),*) -> ::tiger::Delay {
+                ::tiger::Delay::new(
+                    &Self::SPEC,
+                    ::tiger::__private::ArgsWriter::new()#(#writes)*.finish(),
+                )
+            }
         }
 
         const _: () = {
@@ -173,13 +189,13 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
                 args: &::tiger::__private::Args<'_>,
             ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
                 args.check(&[#(#names),*])?;
-                #(let #idents: #types = args.get(#indexes, #names)?;)*
+                #(#reads)*
                 ::core::result::Result::Ok(#body)
             }
 
             ::tiger::__private::inventory::submit! {
                 ::tiger::__private::TaskEntry {
-                    spec: &#spec,
+                    spec: &#ident::SPEC,
                     file: ::core::file!(),
                     line: ::core::line!(),
                     call: __tiger_call,
@@ -205,32 +221,12 @@ fn call_body(func: &ItemFn) -> TokenStream {
     };
     let sig_span = func.sig.span();
     if func.sig.asyncness.is_some() {
-        let outcome = quote_spanned!(output_span=> ::tiger::__private::outcome(#ident(#(#idents),*).await));
+        let outcome =
+            quote_spanned!(output_span=> ::tiger::__private::outcome(#ident(#(#idents),*).await));
         quote_spanned!(sig_span=> ::tiger::__private::Body::future(async move { #outcome }))
     } else {
-        let outcome = quote_spanned!(output_span=> ::tiger::__private::outcome(#ident(#(#idents),*)));
+        let outcome =
+            quote_spanned!(output_span=> ::tiger::__private::outcome(#ident(#(#idents),*)));
         quote_spanned!(sig_span=> ::tiger::__private::Body::blocking(move || #outcome))
-    }
-}
-
-/// The visibility for `use super::hidden as delay` inside the generated module, so that
-/// `task::delay` is exactly as visible as the task function itself.
-fn reexport_visibility(vis: &Visibility) -> TokenStream {
-    match vis {
-        Visibility::Public(_) => quote!(pub),
-        Visibility::Inherited => quote!(pub(super)),
-        Visibility::Restricted(restricted) => {
-            let path = &restricted.path;
-            let first = path.segments.first().map(|s| s.ident.to_string());
-            match first.as_deref() {
-                Some("crate") => quote!(#vis),
-                Some("self") if path.segments.len() == 1 => quote!(pub(super)),
-                Some("super") | Some("self") => {
-                    let rest = path.segments.iter().skip(usize::from(first.as_deref() == Some("self")));
-                    quote!(pub(in super::#(#rest)::*))
-                }
-                _ => quote!(#vis),
-            }
-        }
     }
 }

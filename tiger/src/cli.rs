@@ -45,9 +45,15 @@ impl WorkerArgs {
     /// Connects to Redis and runs a worker with these flags until drained (`--once`) or
     /// until SIGINT / SIGTERM, after which tasks in flight finish before it returns.
     pub async fn run(self) -> Result<()> {
-        let config = Config { redis_prefix: self.prefix.clone(), ..Config::default() };
+        let config = Config {
+            redis_prefix: self.prefix.clone(),
+            ..Config::default()
+        };
         let tiger = Tiger::connect_with(&self.redis_url, config).await?;
-        let mut worker = Worker::new(tiger).concurrency(self.concurrency).once(self.once).shutdown_on(signals());
+        let mut worker = Worker::new(tiger)
+            .concurrency(self.concurrency)
+            .once(self.once)
+            .shutdown_on(signals());
         if !self.queues.is_empty() {
             worker = worker.queues(self.queues);
         }
@@ -127,10 +133,15 @@ pub fn init_logging() {
 pub fn run_worker() {
     let args = WorkerArgs::parse();
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
     match runtime {
         Ok(runtime) => exit_on_error(runtime.block_on(args.run())),
-        Err(source) => exit_on_error(Err(crate::Error::Io { context: "cannot start the Tokio runtime".into(), source })),
+        Err(source) => exit_on_error(Err(crate::Error::Io {
+            context: "cannot start the Tokio runtime".into(),
+            source,
+        })),
     }
 }
 
@@ -164,13 +175,26 @@ mod tests {
     #[test]
     fn flags_parse_like_tasktiger() {
         let args = WorkerArgs::try_parse_from([
-            "worker", "-q", "a,b.c", "-e", "b", "--prefix", "p", "--concurrency", "3", "--once",
-            "--redis-url", "redis://127.0.0.1:1/",
+            "worker",
+            "-q",
+            "a,b.c",
+            "-e",
+            "b",
+            "--prefix",
+            "p",
+            "--concurrency",
+            "3",
+            "--once",
+            "--redis-url",
+            "redis://127.0.0.1:1/",
         ])
         .unwrap();
         assert_eq!(args.queues, ["a", "b.c"]);
         assert_eq!(args.exclude_queues, ["b"]);
-        assert_eq!((args.prefix.as_str(), args.concurrency, args.once), ("p", 3, true));
+        assert_eq!(
+            (args.prefix.as_str(), args.concurrency, args.once),
+            ("p", 3, true)
+        );
         assert!(WorkerArgs::try_parse_from(["worker", "--concurrency", "0"]).is_err());
     }
 }

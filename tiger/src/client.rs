@@ -33,7 +33,10 @@ struct Inner {
 impl std::fmt::Debug for Tiger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tiger")
-            .field("redis", &self.inner.client.get_connection_info().addr().to_string())
+            .field(
+                "redis",
+                &self.inner.client.get_connection_info().addr().to_string(),
+            )
             .field("config", &self.inner.config)
             .finish()
     }
@@ -58,7 +61,14 @@ impl Tiger {
             .set_max_delay(Duration::from_secs(5));
         let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
         let keys = Keys::new(config.redis_prefix.clone());
-        Ok(Tiger { inner: Arc::new(Inner { client, conn, config, keys }) })
+        Ok(Tiger {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                config,
+                keys,
+            }),
+        })
     }
 
     /// The process-wide handle: the one given to [`Tiger::set_global`], or else one built on

@@ -42,7 +42,12 @@ impl Delay {
         spec: &'static TaskSpec,
         args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>,
     ) -> Delay {
-        Delay { spec, args, queue: None, tiger: None }
+        Delay {
+            spec,
+            args,
+            queue: None,
+            tiger: None,
+        }
     }
 
     /// Enqueues on `queue` instead of the attribute's queue (or the default queue).
@@ -58,7 +63,10 @@ impl Delay {
     }
 
     async fn enqueue(self) -> Result<TaskId> {
-        let args = self.args.map_err(|source| Error::Serialize { task: self.spec.name.to_owned(), source })?;
+        let args = self.args.map_err(|source| Error::Serialize {
+            task: self.spec.name.to_owned(),
+            source,
+        })?;
         let tiger = match self.tiger {
             Some(tiger) => tiger,
             None => Tiger::global().await?,
@@ -70,7 +78,10 @@ impl Delay {
             (None, None) => config.default_queue.as_str(),
         };
         if queue.is_empty() {
-            return Err(Error::Config(format!("`{}` was given an empty queue name", self.spec.name)));
+            return Err(Error::Config(format!(
+                "`{}` was given an empty queue name",
+                self.spec.name
+            )));
         }
         let id = TaskId::random();
         let now = now();
@@ -81,7 +92,10 @@ impl Delay {
             time_last_queued: now,
             scheduled_at: now,
         })
-        .map_err(|source| Error::Serialize { task: self.spec.name.to_owned(), source })?;
+        .map_err(|source| Error::Serialize {
+            task: self.spec.name.to_owned(),
+            source,
+        })?;
 
         let keys = tiger.keys();
         let mut pipe = redis::pipe();

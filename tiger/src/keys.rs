@@ -59,7 +59,9 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (TaskTiger's `REDIS_PREFIX`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys { prefix: prefix.into() }
+        Keys {
+            prefix: prefix.into(),
+        }
     }
 
     /// The prefix itself.

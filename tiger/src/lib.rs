@@ -45,6 +45,80 @@
 //! arguments, registry), [`Delay`] (enqueue), [`worker`] (dequeue, execute, finish, the
 //! loop), [`run_worker`] (the CLI), [`testing`] (a throwaway Redis for tests).
 
+#![allow(
+    clippy::needless_doctest_main,
+    reason = "the examples show a user's whole `main`"
+)]
+
+/// Makes a function a tiger task.
+///
+/// ```no_run
+/// #[tiger::task(queue = "emails", name = "app.mail:send_welcome")]
+/// async fn send_welcome(user_id: u64, address: String) -> Result<(), std::io::Error> {
+///     Ok(())
+/// }
+/// # async fn demo() -> tiger::Result<()> {
+/// send_welcome::delay(42, "a@example.org".into()).await?;   // enqueue
+/// send_welcome(42, "a@example.org".into()).await.ok();      // still a plain call
+/// assert_eq!(send_welcome::NAME, "app.mail:send_welcome");
+/// # Ok(()) }
+/// ```
+///
+/// # Options
+///
+/// | option | meaning | default |
+/// |---|---|---|
+/// | `queue = "..."` | the queue `delay` enqueues on; dots make subqueues (`"emails.bulk"`) | [`Config::default_queue`] |
+/// | `name = "..."` | the serialized name stored in the task and looked up by the worker; set it to a Python task's `"module:qualname"` to take over its tasks | `"<module_path>:<fn name>"` |
+///
+/// An unknown or repeated option is a compile error on that option.
+///
+/// # What it generates
+///
+/// The function is kept exactly as written. Next to it comes a type of the same name (an
+/// empty braced struct, which lives only in the type namespace, so it does not clash with
+/// the function) carrying:
+/// - `delay(<the same parameters>) -> Delay`: typed; awaiting the [`Delay`] enqueues, and it
+///   takes per-call options first (`.queue("...")`, `.on(&tiger)`);
+/// - `NAME`: the serialized name.
+///
+/// The task is registered with `inventory`, so every worker binary it is linked into finds
+/// it by name. Two tasks with one name stop the worker at start with both places named.
+///
+/// # Parameters and return type
+///
+/// Each parameter must be a plain name with an owned type that is `Serialize +
+/// DeserializeOwned + Send + 'static`; arguments travel as a JSON list in parameter order.
+/// A stored task may also carry Python-style keyword arguments, matched by parameter name;
+/// a missing `Option` parameter is `None`.
+///
+/// `async fn` tasks run on the worker's Tokio runtime; plain `fn` tasks run on Tokio's
+/// blocking pool. A task returns `()` or `Result<T, E>` where `E` converts into
+/// `Box<dyn Error + Send + Sync>` (any error type, `anyhow::Error`, `String`). An `Err` or
+/// a panic fails the task: see [`worker`] for what is recorded.
+///
+/// Wrong argument types do not compile:
+///
+/// ```compile_fail
+/// #[tiger::task]
+/// async fn resize(path: String, width: u32) {}
+///
+/// # async fn demo() {
+/// let _ = resize::delay("cat.png".into(), "wide");
+/// # }
+/// ```
+///
+/// Nor do parameter types that cannot travel as JSON:
+///
+/// ```compile_fail
+/// #[tiger::task]
+/// async fn borrowed(path: &'static str) {}
+/// ```
+///
+/// ```compile_fail
+/// #[tiger::task(queue = "a", retries = 3)] // unknown option
+/// async fn t() {}
+/// ```
 pub use tiger_macros::task;
 
 mod cli;
@@ -64,8 +138,8 @@ pub use client::{DEFAULT_REDIS_URL, Tiger};
 pub use config::Config;
 pub use enqueue::Delay;
 pub use error::{Error, Result};
-pub use task::{TaskId, TaskSpec};
 pub use keys::State;
+pub use task::{TaskId, TaskSpec};
 pub use worker::{Worker, queue_matches};
 
 /// Used by the code `#[tiger::task]` generates; not a public API.

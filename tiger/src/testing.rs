@@ -46,13 +46,30 @@ impl RedisServer {
 
     fn start_on(port: u16) -> Result<RedisServer> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy(), "--loglevel", "warning"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                &std::env::temp_dir().to_string_lossy(),
+                "--loglevel",
+                "warning",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| Error::Io { context: "cannot run `redis-server` (is it installed and on PATH?)".into(), source })?;
+            .map_err(|source| Error::Io {
+                context: "cannot run `redis-server` (is it installed and on PATH?)".into(),
+                source,
+            })?;
         let mut server = RedisServer { child, port };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -60,10 +77,14 @@ impl RedisServer {
                 return Ok(server);
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(Error::Config(format!("redis-server on port {port} exited at start ({status})")));
+                return Err(Error::Config(format!(
+                    "redis-server on port {port} exited at start ({status})"
+                )));
             }
             if Instant::now() > deadline {
-                return Err(Error::Config(format!("redis-server on port {port} did not answer within {START_TIMEOUT:?}")));
+                return Err(Error::Config(format!(
+                    "redis-server on port {port} did not answer within {START_TIMEOUT:?}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -93,12 +114,17 @@ impl Drop for RedisServer {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|source| Error::Io { context: "cannot find a free port".into(), source })?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| Error::Io {
+        context: "cannot find a free port".into(),
+        source,
+    })?;
     listener
         .local_addr()
         .map(|addr| addr.port())
-        .map_err(|source| Error::Io { context: "cannot find a free port".into(), source })
+        .map_err(|source| Error::Io {
+            context: "cannot find a free port".into(),
+            source,
+        })
 }
 
 /// Whether a Redis answers `PING` on this loopback port.
@@ -108,7 +134,9 @@ fn ping(port: u16) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 /// A Redis for one test: the server at `TIGER_TEST_REDIS_URL` when that is set (it must be
@@ -131,7 +159,10 @@ impl TestRedis {
             return Ok(TestRedis { url, server: None });
         }
         let server = RedisServer::start()?;
-        Ok(TestRedis { url: server.url(), server: Some(server) })
+        Ok(TestRedis {
+            url: server.url(),
+            server: Some(server),
+        })
     }
 
     /// The Redis URL.
@@ -151,7 +182,14 @@ impl TestRedis {
 
     /// A handle with `config`, its prefix replaced by a fresh, unique one.
     pub async fn tiger_with(&self, config: Config) -> Result<Tiger> {
-        Tiger::connect_with(&self.url, Config { redis_prefix: unique_prefix(), ..config }).await
+        Tiger::connect_with(
+            &self.url,
+            Config {
+                redis_prefix: unique_prefix(),
+                ..config
+            },
+        )
+        .await
     }
 
     /// Every key under `tiger`'s prefix, for asserting that nothing stray is left.
@@ -204,7 +242,9 @@ pub fn is_loopback_url(url: &str) -> bool {
         redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             host == "localhost"
-                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         }
         redis::ConnectionAddr::Unix(_) => true,
         _ => false,
@@ -220,7 +260,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

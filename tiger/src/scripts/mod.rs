@@ -15,7 +15,12 @@ static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("
 
 /// Moves up to `limit` tasks of `queue` from queued to active (heartbeat `now`) and returns
 /// their ids. A unique task already active goes to scheduled at `now + LOCK_RETRY` instead.
-pub(crate) async fn dequeue(tiger: &Tiger, queue: &str, limit: usize, now: f64) -> Result<Vec<String>> {
+pub(crate) async fn dequeue(
+    tiger: &Tiger,
+    queue: &str,
+    limit: usize,
+    now: f64,
+) -> Result<Vec<String>> {
     let keys = tiger.keys();
     let retry_at = now + tiger.config().lock_retry.as_secs_f64();
     let ids = DEQUEUE
@@ -77,7 +82,11 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
     };
     // A removal touches no to-state keys; the from keys stand in for them.
     let to_keys = to_state.unwrap_or(m.from);
-    let publish = if tiger.config().publish_queued_tasks { keys.activity() } else { String::new() };
+    let publish = if tiger.config().publish_queued_tasks {
+        keys.activity()
+    } else {
+        String::new()
+    };
     let mut call = MOVE_TASK.prepare_invoke();
     call.key(keys.queue(m.from, m.queue))
         .key(keys.state_set(m.from))

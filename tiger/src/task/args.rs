@@ -28,7 +28,10 @@ impl Default for ArgsWriter {
 impl ArgsWriter {
     /// An empty argument list.
     pub fn new() -> Self {
-        ArgsWriter { buf: vec![b'['], error: None }
+        ArgsWriter {
+            buf: vec![b'['],
+            error: None,
+        }
     }
 
     /// Appends one argument.
@@ -87,14 +90,20 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// Splits the stored `args` and `kwargs`. `{}` is accepted for an empty `args`, which
     /// is how Lua's cjson re-encodes an empty list.
-    pub(crate) fn parse(args: Option<&'a RawValue>, kwargs: Option<&'a RawValue>) -> Result<Self, ArgError> {
+    pub(crate) fn parse(
+        args: Option<&'a RawValue>,
+        kwargs: Option<&'a RawValue>,
+    ) -> Result<Self, ArgError> {
         let positional = match args.map(|raw| (raw, raw.get().trim_start().as_bytes().first())) {
             None | Some((_, Some(b'n'))) => Vec::new(),
             Some((raw, Some(b'['))) => serde_json::from_str(raw.get())
                 .map_err(|err| ArgError::new(format!("`args` is not a JSON list: {err}")))?,
             Some((raw, Some(b'{'))) if is_empty_object(raw) => Vec::new(),
             Some((raw, _)) => {
-                return Err(ArgError::new(format!("`args` must be a JSON list, found `{}`", preview(raw))));
+                return Err(ArgError::new(format!(
+                    "`args` must be a JSON list, found `{}`",
+                    preview(raw)
+                )));
             }
         };
         let keyword = match kwargs.map(|raw| (raw, raw.get().trim_start().as_bytes().first())) {
@@ -109,7 +118,10 @@ impl<'a> Args<'a> {
                 )));
             }
         };
-        Ok(Args { positional, keyword })
+        Ok(Args {
+            positional,
+            keyword,
+        })
     }
 
     /// Checks that the arguments can all be bound to the parameters `names`: no more
@@ -144,7 +156,10 @@ impl<'a> Args<'a> {
 
     /// Decodes parameter `index`, named `name`.
     pub fn get<T: DeserializeOwned>(&self, index: usize, name: &str) -> Result<T, ArgError> {
-        let raw = self.positional.get(index).or_else(|| self.keyword.get(name));
+        let raw = self
+            .positional
+            .get(index)
+            .or_else(|| self.keyword.get(name));
         match raw {
             Some(raw) => serde_json::from_str(raw.get()).map_err(|err| {
                 ArgError::new(format!(
@@ -172,7 +187,11 @@ fn list(names: &[&str]) -> String {
     if names.is_empty() {
         return "none".into();
     }
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The start of a JSON value, for error messages.
@@ -195,7 +214,13 @@ mod tests {
 
     #[test]
     fn writer_makes_a_json_array_in_order() {
-        let args = ArgsWriter::new().arg(&1u8).arg("é").arg(&Some(2.5)).finish().unwrap().unwrap();
+        let args = ArgsWriter::new()
+            .arg(&1u8)
+            .arg("é")
+            .arg(&Some(2.5))
+            .finish()
+            .unwrap()
+            .unwrap();
         assert_eq!(args.get(), r#"[1,"é",2.5]"#);
         assert!(ArgsWriter::new().finish().unwrap().is_none());
     }
@@ -223,13 +248,28 @@ mod tests {
         let err = Args::parse(Some(&string), None).unwrap_err();
         assert!(err.to_string().contains("must be a JSON list"), "{err}");
         let two = raw("[1,2]");
-        let err = Args::parse(Some(&two), None).unwrap().check(&["a"]).unwrap_err();
+        let err = Args::parse(Some(&two), None)
+            .unwrap()
+            .check(&["a"])
+            .unwrap_err();
         assert!(err.to_string().contains("2 positional arguments"), "{err}");
         let k = raw(r#"{"z":1}"#);
-        let err = Args::parse(None, Some(&k)).unwrap().check(&["a"]).unwrap_err();
-        assert!(err.to_string().contains("unexpected keyword argument `z`"), "{err}");
+        let err = Args::parse(None, Some(&k))
+            .unwrap()
+            .check(&["a"])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unexpected keyword argument `z`"),
+            "{err}"
+        );
         let wrong = raw(r#"["x"]"#);
-        let err = Args::parse(Some(&wrong), None).unwrap().get::<u64>(0, "n").unwrap_err();
-        assert!(err.to_string().contains("does not decode as `u64`"), "{err}");
+        let err = Args::parse(Some(&wrong), None)
+            .unwrap()
+            .get::<u64>(0, "n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not decode as `u64`"),
+            "{err}"
+        );
     }
 }

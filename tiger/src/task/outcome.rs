@@ -55,7 +55,11 @@ pub struct TaskFailure {
 impl TaskFailure {
     /// A failure that carries only text (panics, undecodable tasks).
     pub(crate) fn message(exception_name: &str, traceback: String) -> TaskFailure {
-        TaskFailure { exception_name: exception_name.to_owned(), traceback, error: None }
+        TaskFailure {
+            exception_name: exception_name.to_owned(),
+            traceback,
+            error: None,
+        }
     }
 
     /// The first line of the traceback, for logs.
@@ -87,7 +91,11 @@ impl<T, E: Into<BoxError>> TaskReturn for Result<T, E> {
         self.map(drop).map_err(|err| {
             let exception_name = exception_name(std::any::type_name::<E>());
             let error: BoxError = err.into();
-            TaskFailure { traceback: error_chain(&exception_name, &*error), exception_name, error: Some(error) }
+            TaskFailure {
+                traceback: error_chain(&exception_name, &*error),
+                exception_name,
+                error: Some(error),
+            }
         })
     }
 }
@@ -143,8 +151,14 @@ mod tests {
 
     #[test]
     fn names_are_module_colon_type() {
-        assert_eq!(exception_name("my_app::mail::SendError"), "my_app::mail:SendError");
-        assert_eq!(exception_name("alloc::string::String"), "alloc::string:String");
+        assert_eq!(
+            exception_name("my_app::mail::SendError"),
+            "my_app::mail:SendError"
+        );
+        assert_eq!(
+            exception_name("alloc::string::String"),
+            "alloc::string:String"
+        );
         assert_eq!(
             exception_name("alloc::boxed::Box<dyn core::error::Error>"),
             "alloc::boxed:Box<dyn core::error::Error>"
@@ -156,7 +170,11 @@ mod tests {
     fn an_error_result_keeps_its_chain_and_type() {
         let result: Result<(), Refused> = Err(Refused(std::io::Error::other("timed out")));
         let failure = outcome(result).unwrap_err();
-        assert!(failure.exception_name.ends_with(":Refused"), "{}", failure.exception_name);
+        assert!(
+            failure.exception_name.ends_with(":Refused"),
+            "{}",
+            failure.exception_name
+        );
         assert!(failure.traceback.contains("mail server said no"));
         assert!(failure.traceback.contains("0: timed out"));
         assert!(failure.error.unwrap().downcast_ref::<Refused>().is_some());

@@ -49,7 +49,11 @@ impl Registry {
                 let mut places = [other.location(), entry.location()];
                 places.sort();
                 let [first, second] = places;
-                return Err(Error::DuplicateTask { name: entry.spec.name.to_owned(), first, second });
+                return Err(Error::DuplicateTask {
+                    name: entry.spec.name.to_owned(),
+                    first,
+                    second,
+                });
             }
         }
         Ok(Registry { tasks })
@@ -72,14 +76,30 @@ mod tests {
         Err(ArgError::new("not called"))
     }
 
-    static SPEC: TaskSpec = TaskSpec { name: "m:f", queue: None };
-    static A: TaskEntry = TaskEntry { spec: &SPEC, file: "src/a.rs", line: 3, call: never };
-    static B: TaskEntry = TaskEntry { spec: &SPEC, file: "src/b.rs", line: 7, call: never };
+    static SPEC: TaskSpec = TaskSpec {
+        name: "m:f",
+        queue: None,
+    };
+    static A: TaskEntry = TaskEntry {
+        spec: &SPEC,
+        file: "src/a.rs",
+        line: 3,
+        call: never,
+    };
+    static B: TaskEntry = TaskEntry {
+        spec: &SPEC,
+        file: "src/b.rs",
+        line: 7,
+        call: never,
+    };
 
     #[test]
     fn duplicate_names_fail_naming_both_places() {
         let err = Registry::from_entries([&B, &A]).unwrap_err().to_string();
-        assert!(err.contains("`m:f`") && err.contains("src/a.rs:3") && err.contains("src/b.rs:7"), "{err}");
+        assert!(
+            err.contains("`m:f`") && err.contains("src/a.rs:3") && err.contains("src/b.rs:7"),
+            "{err}"
+        );
         assert_eq!(Registry::from_entries([&A]).unwrap().len(), 1);
     }
 }

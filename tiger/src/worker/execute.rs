@@ -28,7 +28,11 @@ pub const INVALID_ARGUMENTS: &str = "tiger:InvalidArguments";
 /// A popped task, decoded as far as possible.
 pub(crate) enum Prepared {
     /// Ready to run.
-    Run { func: &'static str, unique: bool, body: Body },
+    Run {
+        func: &'static str,
+        unique: bool,
+        body: Body,
+    },
     /// Cannot run: it goes to the error state with this failure.
     Reject { unique: bool, failure: TaskFailure },
 }
@@ -41,10 +45,19 @@ pub(crate) fn prepare(registry: &Registry, id: &str, body: &str) -> Prepared {
     };
     let task: StoredTask<'_> = match serde_json::from_str(body) {
         Ok(task) => task,
-        Err(err) => return reject(false, MALFORMED_TASK, format!("the task body is not valid task JSON: {err}")),
+        Err(err) => {
+            return reject(
+                false,
+                MALFORMED_TASK,
+                format!("the task body is not valid task JSON: {err}"),
+            );
+        }
     };
     if task.id != id {
-        let text = format!("the task body names id `{}`, but it is stored under `{id}`", task.id);
+        let text = format!(
+            "the task body names id `{}`, but it is stored under `{id}`",
+            task.id
+        );
         return reject(false, MALFORMED_TASK, text);
     }
     let Some(entry) = registry.get(&task.func) else {
@@ -57,7 +70,11 @@ pub(crate) fn prepare(registry: &Registry, id: &str, body: &str) -> Prepared {
     };
     let call = Args::parse(task.args, task.kwargs).and_then(|args| (entry.call)(&args));
     match call {
-        Ok(body) => Prepared::Run { func: entry.spec.name, unique: task.unique, body },
+        Ok(body) => Prepared::Run {
+            func: entry.spec.name,
+            unique: task.unique,
+            body,
+        },
         Err(err) => {
             let text = format!("the stored arguments do not fit `{}`: {err}", task.func);
             reject(task.unique, INVALID_ARGUMENTS, text)
@@ -72,7 +89,10 @@ pub(crate) async fn run(body: Body) -> Outcome {
         Body::Future(future) => CatchPanic { future }.await,
         Body::Blocking(call) => match tokio::task::spawn_blocking(move || guarded(call)).await {
             Ok(result) => result.and_then(|outcome| outcome),
-            Err(err) => Err(TaskFailure::message(PANIC, format!("the task's thread ended early: {err}"))),
+            Err(err) => Err(TaskFailure::message(
+                PANIC,
+                format!("the task's thread ended early: {err}"),
+            )),
         },
     }
 }

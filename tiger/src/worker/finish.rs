@@ -13,7 +13,8 @@ use crate::{
     time::now,
 };
 
-static HOST: LazyLock<String> = LazyLock::new(|| gethostname::gethostname().to_string_lossy().into_owned());
+static HOST: LazyLock<String> =
+    LazyLock::new(|| gethostname::gethostname().to_string_lossy().into_owned());
 
 /// One failed execution, as TaskTiger stores it in `t:task:<id>:executions`.
 #[derive(Debug, Serialize)]
@@ -51,7 +52,12 @@ pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
 
 /// Records `failure` and moves the task to the error state. `Ok(false)`: it was no longer
 /// active here, and nothing was written.
-pub(crate) async fn fail(tiger: &Tiger, task: Finished<'_>, started: f64, failure: &TaskFailure) -> Result<bool> {
+pub(crate) async fn fail(
+    tiger: &Tiger,
+    task: Finished<'_>,
+    started: f64,
+    failure: &TaskFailure,
+) -> Result<bool> {
     let failed = now();
     let record = ExecutionRecord {
         time_started: started,
@@ -59,7 +65,10 @@ pub(crate) async fn fail(tiger: &Tiger, task: Finished<'_>, started: f64, failur
         exception_name: &failure.exception_name,
         success: false,
         host: &HOST,
-        traceback: tiger.config().store_tracebacks.then_some(failure.traceback.as_str()),
+        traceback: tiger
+            .config()
+            .store_tracebacks
+            .then_some(failure.traceback.as_str()),
     };
     let record = serde_json::to_string(&record).map_err(|source| crate::Error::Serialize {
         task: task.id.to_owned(),

@@ -25,13 +25,7 @@ use rand::seq::SliceRandom;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::{
-    Error, Result, Tiger,
-    keys::State,
-    scripts,
-    task::registry::Registry,
-    time::now,
-};
+use crate::{Error, Result, Tiger, keys::State, scripts, task::registry::Registry, time::now};
 
 mod execute;
 mod finish;
@@ -106,7 +100,10 @@ impl Worker {
 
     /// Skip these queues and their subqueues unless a more specific `queues` entry names
     /// them (`-e`). Overrides [`Config::exclude_queues`](crate::Config::exclude_queues).
-    pub fn exclude_queues<I: IntoIterator<Item = S>, S: Into<String>>(mut self, queues: I) -> Worker {
+    pub fn exclude_queues<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        queues: I,
+    ) -> Worker {
         self.exclude = Some(queues.into_iter().map(Into::into).collect());
         self
     }
@@ -143,8 +140,14 @@ impl Worker {
         let registry = Arc::new(Registry::load()?);
         let config = self.tiger.config();
         let filter = QueueFilter {
-            only: self.only.clone().unwrap_or_else(|| config.only_queues.clone()),
-            exclude: self.exclude.clone().unwrap_or_else(|| config.exclude_queues.clone()),
+            only: self
+                .only
+                .clone()
+                .unwrap_or_else(|| config.only_queues.clone()),
+            exclude: self
+                .exclude
+                .clone()
+                .unwrap_or_else(|| config.exclude_queues.clone()),
         };
         execute::install_panic_hook();
         let queues = filter.queued(&self.tiger).await?;
@@ -189,7 +192,11 @@ struct Loop {
 }
 
 impl Loop {
-    async fn run(&mut self, once: bool, shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>) {
+    async fn run(
+        &mut self,
+        once: bool,
+        shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    ) {
         let config = self.tiger.config().clone();
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         let mut refresh = tokio::time::interval(config.queue_refresh_interval);
@@ -213,7 +220,11 @@ impl Loop {
                         backoff_until = Some(tokio::time::Instant::now() + REDIS_BACKOFF);
                     }
                 }
-                if once && self.queues.is_empty() && self.in_flight.is_empty() && backoff_until.is_none() {
+                if once
+                    && self.queues.is_empty()
+                    && self.in_flight.is_empty()
+                    && backoff_until.is_none()
+                {
                     break;
                 }
             }
@@ -289,13 +300,19 @@ impl Loop {
             .query_async(&mut self.tiger.connection())
             .await?;
         for (id, body) in ids.iter().zip(bodies) {
-            let job = Job { tiger: self.tiger.clone(), queue: queue.to_owned(), id: id.clone(), started };
+            let job = Job {
+                tiger: self.tiger.clone(),
+                queue: queue.to_owned(),
+                id: id.clone(),
+                started,
+            };
             let future = match body {
                 Some(body) => job.run(execute::prepare(&self.registry, id, &body)).boxed(),
                 None => job.drop_missing().boxed(),
             };
             let handle = self.in_flight.spawn(future);
-            self.running.insert(handle.id(), (queue.to_owned(), id.clone()));
+            self.running
+                .insert(handle.id(), (queue.to_owned(), id.clone()));
         }
         Ok(ids.len())
     }
@@ -318,7 +335,12 @@ impl Loop {
         let keys = self.tiger.keys();
         let mut pipe = redis::pipe();
         for (queue, id) in self.running.values() {
-            pipe.cmd("ZADD").arg(keys.queue(State::Active, queue)).arg("XX").arg(now).arg(id).ignore();
+            pipe.cmd("ZADD")
+                .arg(keys.queue(State::Active, queue))
+                .arg("XX")
+                .arg(now)
+                .arg(id)
+                .ignore();
         }
         if let Err(err) = pipe.query_async::<()>(&mut self.tiger.connection()).await {
             tracing::warn!(%err, tasks = self.running.len(), "heartbeat failed");
@@ -354,7 +376,8 @@ impl Job {
     async fn run(self, prepared: Prepared) {
         match prepared {
             Prepared::Run { func, unique, body } => {
-                let span = tracing::info_span!("task", task_id = %self.id, func, queue = %self.queue);
+                let span =
+                    tracing::info_span!("task", task_id = %self.id, func, queue = %self.queue);
                 async move {
                     tracing::info!("task started");
                     let clock = Instant::now();
@@ -384,7 +407,11 @@ impl Job {
                     error = failure.summary(),
                     "task cannot run; moved to the error state"
                 );
-                let task = Finished { queue: &self.queue, id: &self.id, unique };
+                let task = Finished {
+                    queue: &self.queue,
+                    id: &self.id,
+                    unique,
+                };
                 let written = finish::fail(&self.tiger, task, self.started, &failure).await;
                 self.report(written);
             }
@@ -394,7 +421,11 @@ impl Job {
     /// A queue held an id whose body is gone: nothing can run, so the id is removed.
     async fn drop_missing(self) {
         tracing::error!(task_id = %self.id, queue = %self.queue, "task body not found; removing the id from the queue");
-        let task = Finished { queue: &self.queue, id: &self.id, unique: false };
+        let task = Finished {
+            queue: &self.queue,
+            id: &self.id,
+            unique: false,
+        };
         let written = finish::succeed(&self.tiger, task).await;
         self.report(written);
     }

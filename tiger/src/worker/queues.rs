@@ -94,7 +94,13 @@ impl Activity {
 
     /// Takes what was collected so far.
     pub(crate) fn take(&self) -> Pending {
-        std::mem::take(&mut *self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(
+            &mut *self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Resolves when something was collected since the last `take`.
