@@ -69,7 +69,7 @@ pub struct Address {
     pub zip: Option<u32>,
 }
 
-/// What [`echo_all`] received.
+/// What [`echo_all()`] received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Echoed {
     pub text: String,
@@ -343,7 +343,7 @@ impl Drop for TempDir {
 
 static RELEASED: LazyLock<Mutex<BTreeSet<String>>> = LazyLock::new(Default::default);
 
-/// Records that it started, then holds until [`release`] is called with its token (or 30 s).
+/// Records that it started, then holds until [`release()`] is called with its token (or 30 s).
 #[tiger::task(queue = "hold")]
 pub async fn hold(token: String) -> Result<(), String> {
     record(&token, "started".to_owned());
@@ -357,7 +357,7 @@ pub async fn hold(token: String) -> Result<(), String> {
     Ok(())
 }
 
-/// Lets the [`hold`] tasks with `token` finish.
+/// Lets the [`hold()`] tasks with `token` finish.
 pub fn release(token: &str) {
     RELEASED.lock().unwrap().insert(token.to_owned());
 }
