@@ -367,3 +367,34 @@ pub fn release(token: &str) {
 pub async fn pairs(map: BTreeMap<(u8, u8), u8>) {
     drop(map);
 }
+
+impl Fixture {
+    /// Asserts that the keys under the test's prefix (prefix stripped) are exactly `expected`.
+    pub async fn assert_keys(&self, expected: impl IntoIterator<Item = String>) {
+        let expected: BTreeSet<String> = expected.into_iter().collect();
+        let actual = self.keys().await;
+        assert_eq!(
+            actual, expected,
+            "keys under the test prefix (left: found, right: expected)"
+        );
+    }
+}
+
+/// The keys a queue in one state leaves: the state set and the queue's zset.
+pub fn state_keys(state: State, queue: &str) -> Vec<String> {
+    vec![state.to_string(), format!("{state}:{queue}")]
+}
+
+/// The keys an errored task leaves besides its queue's: body, records, count.
+pub fn errored_task_keys(id: &str) -> Vec<String> {
+    vec![
+        format!("task:{id}"),
+        format!("task:{id}:executions"),
+        format!("task:{id}:executions_count"),
+    ]
+}
+
+/// The key of a task's body.
+pub fn task_key(id: &str) -> String {
+    format!("task:{id}")
+}

@@ -130,11 +130,14 @@ async fn once_flag_drains_and_exits_zero() {
     for n in 1..=5 {
         assert!(dir.path(&format!("finished-{n}")).exists(), "task {n} ran");
     }
-    assert_eq!(
-        fx.ids(State::Queued, "other").await.len(),
-        1,
-        "-q kept the worker off `other`"
-    );
+    let other = fx.ids(State::Queued, "other").await;
+    assert_eq!(other.len(), 1, "-q kept the worker off `other`");
+    fx.assert_keys(
+        state_keys(State::Queued, "other")
+            .into_iter()
+            .chain([task_key(&other[0])]),
+    )
+    .await;
     let text = log_text(&log);
     assert!(
         text.contains("task started") && text.contains("task succeeded"),

@@ -95,4 +95,11 @@ async fn python_tasktiger_sees_a_normal_queued_task_and_tigers_error_records() {
             .unwrap()
             .contains("card declined for 250 cents")
     );
+
+    // Reading changed nothing.
+    let mut keys = state_keys(State::Queued, "compat");
+    keys.push(task_key(queued.as_str()));
+    keys.extend(state_keys(State::Error, "compat.billing"));
+    keys.extend(errored_task_keys(failed.as_str()));
+    fx.assert_keys(keys).await;
 }

@@ -53,11 +53,7 @@ async fn typed_arguments_survive_the_round_trip() {
         .collect();
     want.sort_by_key(|e| e.big);
     assert_eq!(got, want);
-    assert!(
-        fx.keys().await.is_empty(),
-        "stray keys: {:?}",
-        fx.keys().await
-    );
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -150,6 +146,14 @@ async fn enqueue_publishes_the_queue_name_on_the_activity_channel() {
     .expect("a message within 5 s")
     .unwrap();
     assert_eq!(message.get_payload::<String>().unwrap(), "mail.fast");
+    drop(messages);
+    let ids = fx.ids(State::Queued, "mail.fast").await;
+    fx.assert_keys(
+        state_keys(State::Queued, "mail.fast")
+            .into_iter()
+            .chain([task_key(&ids[0])]),
+    )
+    .await;
 }
 
 async fn futures_next<S: futures_util::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
@@ -181,9 +185,17 @@ async fn per_call_queue_overrides_the_attribute_and_default_queue_applies() {
         .on(&fx.tiger)
         .await
         .unwrap();
-    assert_eq!(fx.ids(State::Queued, "elsewhere").await.len(), 1);
-    assert_eq!(fx.ids(State::Queued, "default").await.len(), 1);
-    assert!(fx.ids(State::Queued, "roundtrip").await.is_empty());
+    let elsewhere = fx.ids(State::Queued, "elsewhere").await;
+    let default = fx.ids(State::Queued, "default").await;
+    assert_eq!((elsewhere.len(), default.len()), (1, 1));
+    fx.assert_keys([
+        "queued".to_owned(),
+        "queued:elsewhere".to_owned(),
+        "queued:default".to_owned(),
+        task_key(&elsewhere[0]),
+        task_key(&default[0]),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -206,7 +218,7 @@ async fn plain_fn_tasks_run_off_the_async_threads() {
         take::<(u32, std::thread::ThreadId)>(&token)[0],
         (6, std::thread::current().id())
     );
-    assert!(fx.keys().await.is_empty());
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -234,6 +246,7 @@ async fn a_task_declared_inside_a_function_body_works() {
     assert_eq!(local_task::NAME, "roundtrip:local_task");
     fx.drain().await;
     assert_eq!(take::<u8>(&token), [9]);
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -243,5 +256,5 @@ async fn arguments_json_cannot_hold_fail_the_delay_and_write_nothing() {
     let err = pairs::delay(map).on(&fx.tiger).await.unwrap_err();
     assert!(matches!(err, tiger::Error::Serialize { .. }), "{err}");
     assert!(err.to_string().contains(pairs::NAME), "{err}");
-    assert!(fx.keys().await.is_empty());
+    fx.assert_keys([]).await;
 }

@@ -23,13 +23,13 @@ async fn queue_filters_follow_dotted_subqueues() {
     let mut ran = take::<String>(&token);
     ran.sort();
     assert_eq!(ran, ["a", "a.b.keep.me", "a.x"]);
+    let mut keys = vec!["queued".to_owned()];
     for queue in ["a.b", "a.b.c", "b", "ab"] {
-        assert_eq!(
-            fx.ids(State::Queued, queue).await.len(),
-            1,
-            "{queue} stays queued"
-        );
+        let ids = fx.ids(State::Queued, queue).await;
+        assert_eq!(ids.len(), 1, "{queue} stays queued");
+        keys.extend([format!("queued:{queue}"), task_key(&ids[0])]);
     }
+    fx.assert_keys(keys).await;
 }
 
 #[tokio::test]
@@ -50,6 +50,13 @@ async fn config_queue_lists_apply_when_the_worker_names_none() {
     }
     Worker::new(tiger.clone()).once(true).run().await.unwrap();
     assert_eq!(take::<String>(&token), ["fast"]);
+    let left = redis.keys(&tiger).await.unwrap();
+    let prefix = tiger.keys().prefix();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(
+        left.contains(&format!("{prefix}:queued:slow.big")),
+        "{left:?}"
+    );
 }
 
 #[tokio::test]
@@ -69,11 +76,7 @@ async fn concurrency_n_runs_n_tasks_at_once_and_never_more() {
 
     assert_eq!(gate_peak(&all), 4);
     assert_eq!(gate_peak(&capped), 4);
-    assert!(
-        fx.keys().await.is_empty(),
-        "every gate opened: {:?}",
-        fx.keys().await
-    );
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -85,6 +88,7 @@ async fn concurrency_one_runs_tasks_one_after_another() {
     }
     fx.drain_with(|w| w.concurrency(1)).await;
     assert_eq!(take::<usize>(&token), [1, 1, 1]);
+    fx.assert_keys([]).await;
 }
 
 /// A worker running in the background until the returned sender is used or dropped.
@@ -148,6 +152,7 @@ async fn an_idle_worker_wakes_on_the_activity_channel() {
     .await;
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -184,6 +189,7 @@ async fn a_missed_activity_message_does_not_strand_a_queue() {
     .await;
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -200,7 +206,7 @@ async fn once_returns_when_drained_even_with_nothing_queued() {
     }
     fx.drain_with(|w| w.concurrency(3)).await;
     assert_eq!(take::<String>(&token).len(), 25);
-    assert!(fx.keys().await.is_empty());
+    fx.assert_keys([]).await;
 }
 
 #[tokio::test]
@@ -273,8 +279,5 @@ async fn shutdown_waits_for_tasks_in_flight() {
     );
     release(&token);
     worker.await.unwrap().unwrap();
-    assert!(
-        fx.keys().await.is_empty(),
-        "the task finished and was recorded before exit"
-    );
+    fx.assert_keys([]).await; // finished and recorded before exit
 }
