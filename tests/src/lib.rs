@@ -398,3 +398,24 @@ pub fn errored_task_keys(id: &str) -> Vec<String> {
 pub fn task_key(id: &str) -> String {
     format!("task:{id}")
 }
+
+/// The field names of a JSON object, in the order serde_json keeps them (sorted).
+pub fn field_names(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+impl Profile {
+    /// A small profile for tests that don't care about its content.
+    pub fn plain() -> Profile {
+        Profile {
+            name: "n".into(),
+            scores: BTreeMap::new(),
+            home: None,
+        }
+    }
+}

@@ -61,13 +61,7 @@ async fn an_error_leaves_exactly_the_task_its_record_and_its_count() {
     let records = fx.executions(id).await;
     assert_eq!(records.len(), 1);
     let record = &records[0];
-    let fields: Vec<&str> = record
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(fields, RECORD_FIELDS);
+    assert_eq!(field_names(record), RECORD_FIELDS);
     assert_eq!(record["success"], false);
     assert_eq!(record["exception_name"], "tiger_tests:ChargeError");
     let traceback = record["traceback"].as_str().unwrap();
@@ -268,12 +262,7 @@ async fn tracebacks_can_be_turned_off() {
         .await
         .unwrap();
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
-    let fields: Vec<&str> = record
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let fields = field_names(&record);
     assert_eq!(
         fields,
         [

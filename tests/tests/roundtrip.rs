@@ -62,11 +62,7 @@ async fn the_stored_task_has_tasktiger_layout() {
     let id = echo_all::delay(
         "t".into(),
         "x".into(),
-        Profile {
-            name: "n".into(),
-            scores: BTreeMap::new(),
-            home: None,
-        },
+        Profile::plain(),
         None,
         vec![1],
         u64::MAX,
@@ -95,12 +91,7 @@ async fn the_stored_task_has_tasktiger_layout() {
     assert_eq!(fx.ids(State::Queued, "roundtrip").await, [id]);
 
     let body = fx.body(id).await.unwrap();
-    let fields: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let fields = field_names(&body);
     assert_eq!(
         fields,
         ["args", "func", "id", "scheduled_at", "time_last_queued"]
@@ -167,11 +158,7 @@ async fn per_call_queue_overrides_the_attribute_and_default_queue_applies() {
     echo_all::delay(
         "t".into(),
         "x".into(),
-        Profile {
-            name: "n".into(),
-            scores: BTreeMap::new(),
-            home: None,
-        },
+        Profile::plain(),
         None,
         vec![],
         0,

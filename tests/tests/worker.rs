@@ -127,6 +127,20 @@ async fn warm_up(tiger: &tiger::Tiger) {
     .await;
 }
 
+/// Enqueues one task on `queue` through `producer` and waits (up to 5 s) until it has run.
+async fn runs_soon(producer: &tiger::Tiger, queue: &str) {
+    let token = token();
+    note::delay(token.clone(), queue.into())
+        .queue(queue)
+        .on(producer)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the task to run", || async {
+        count(&token) > 0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_idle_worker_wakes_on_the_activity_channel() {
     let fx = Fixture::new().await;
@@ -138,18 +152,7 @@ async fn an_idle_worker_wakes_on_the_activity_channel() {
     let tiger = fx.redis.tiger_with(config).await.unwrap();
     let (stop, worker) = spawn_worker(Worker::new(tiger.clone()));
     warm_up(&tiger).await;
-    let token = token();
-    note::delay(token.clone(), "woken".into())
-        .queue("late")
-        .on(&tiger)
-        .await
-        .unwrap();
-    wait_until(
-        Duration::from_secs(5),
-        "the announced task to run",
-        || async { count(&token) > 0 },
-    )
-    .await;
+    runs_soon(&tiger, "late").await;
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
     fx.assert_keys([]).await;
@@ -175,18 +178,7 @@ async fn a_missed_activity_message_does_not_strand_a_queue() {
         .unwrap();
     let (stop, worker) = spawn_worker(Worker::new(worker_tiger.clone()));
     warm_up(&worker_tiger).await;
-    let token = token();
-    note::delay(token.clone(), "quiet".into())
-        .queue("quiet")
-        .on(&producer)
-        .await
-        .unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the unannounced task to run",
-        || async { count(&token) > 0 },
-    )
-    .await;
+    runs_soon(&producer, "quiet").await;
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
     fx.assert_keys([]).await;
