@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::IntoFuture;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -418,4 +419,26 @@ impl Profile {
             home: None,
         }
     }
+}
+
+/// Records `n`, then enqueues itself with `n - 1` until 0: `delay` inside a task, without
+/// `.on(...)`, must reach the worker's own Redis and prefix.
+#[tiger::task(queue = "chain")]
+pub async fn chain(token: String, n: u32) -> tiger::Result<()> {
+    record(&token, n);
+    if n > 0 {
+        chain::delay(token, n - 1).await?;
+    }
+    Ok(())
+}
+
+/// [`chain()`] as a plain fn: it enqueues by blocking on the runtime.
+#[tiger::task(queue = "chain")]
+pub fn chain_sync(token: String, n: u32) -> tiger::Result<()> {
+    record(&token, n);
+    if n > 0 {
+        let enqueue = chain_sync::delay(token, n - 1).into_future();
+        tokio::runtime::Handle::current().block_on(enqueue)?;
+    }
+    Ok(())
 }

@@ -66,7 +66,7 @@ async fn an_error_leaves_exactly_the_task_its_record_and_its_count() {
     assert_eq!(record["exception_name"], "tiger_tests:ChargeError");
     let traceback = record["traceback"].as_str().unwrap();
     assert!(
-        traceback.starts_with("tiger_tests:ChargeError: charging the card failed"),
+        traceback.starts_with("ChargeError: charging the card failed"),
         "{traceback}"
     );
     assert!(

@@ -245,3 +245,21 @@ async fn arguments_json_cannot_hold_fail_the_delay_and_write_nothing() {
     assert!(err.to_string().contains(pairs::NAME), "{err}");
     fx.assert_keys([]).await;
 }
+
+#[tokio::test]
+async fn delay_inside_a_task_reaches_the_workers_redis_and_prefix() {
+    let fx = Fixture::new().await;
+    let (async_token, sync_token) = (token(), token());
+    chain::delay(async_token.clone(), 3)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    chain_sync::delay(sync_token.clone(), 3)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    fx.drain().await;
+    assert_eq!(take::<u32>(&async_token), [3, 2, 1, 0]);
+    assert_eq!(take::<u32>(&sync_token), [3, 2, 1, 0]);
+    fx.assert_keys([]).await;
+}

@@ -273,3 +273,40 @@ async fn shutdown_waits_for_tasks_in_flight() {
     worker.await.unwrap().unwrap();
     fx.assert_keys([]).await; // finished and recorded before exit
 }
+
+#[tokio::test]
+async fn results_are_recorded_after_the_workers_connection_is_killed() {
+    let fx = Fixture::new().await;
+    // The worker gets connections of its own, so the test's can survive the kill.
+    let config = Config {
+        redis_prefix: fx.tiger.keys().prefix().to_owned(),
+        ..tiger::testing::test_config()
+    };
+    let worker_tiger = tiger::Tiger::connect_with(fx.redis.url(), config)
+        .await
+        .unwrap();
+    let token = token();
+    for _ in 0..3 {
+        hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
+    }
+    let (stop, worker) = spawn_worker(Worker::new(worker_tiger));
+    wait_until(Duration::from_secs(10), "three tasks to start", || async {
+        count(&token) == 3
+    })
+    .await;
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"][..])
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    assert!(killed >= 1, "the worker's connection was killed");
+    release(&token);
+    wait_until(
+        Duration::from_secs(10),
+        "every result to be recorded",
+        || async { fx.keys().await.is_empty() },
+    )
+    .await;
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}

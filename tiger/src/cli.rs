@@ -3,16 +3,17 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::{Config, Result, Tiger, Worker, client::DEFAULT_REDIS_URL};
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::{
+    Config, Result, Tiger, Worker,
+    client::{DEFAULT_REDIS_URL, PREFIX_ENV, REDIS_URL_ENV},
+};
 
 /// Command-line flags of the worker program. `tiger::run_worker()` parses them from the
 /// process arguments; [`WorkerArgs::run`] runs a worker with them.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    about = "Runs a tiger worker: takes tasks off Redis queues and runs them",
-    long_about = None,
-    version
-)]
+#[command(about = "Runs a tiger worker: takes tasks off Redis queues and runs them", long_about = None)]
 #[non_exhaustive]
 pub struct WorkerArgs {
     /// Only these queues and their subqueues (comma-separated); default: all.
@@ -25,11 +26,11 @@ pub struct WorkerArgs {
     pub exclude_queues: Vec<String>,
 
     /// Redis to use.
-    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    #[arg(long, env = REDIS_URL_ENV, default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
 
     /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX).
-    #[arg(long, env = "TIGER_PREFIX", default_value = "t")]
+    #[arg(long, env = PREFIX_ENV, default_value = "t")]
     pub prefix: String,
 
     /// How many tasks run at once in this process.
@@ -42,26 +43,56 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// Parses the process arguments, naming the program after its executable in `--help`.
+    /// Exits with a usage message (status 2) on bad flags, as clap does.
+    pub fn from_env() -> WorkerArgs {
+        let program = std::env::args_os()
+            .next()
+            .and_then(|arg0| {
+                std::path::Path::new(&arg0)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "worker".into());
+        let matches = WorkerArgs::command()
+            .display_name(program.clone())
+            .bin_name(program)
+            .get_matches();
+        WorkerArgs::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+
     /// Connects to Redis and runs a worker with these flags until drained (`--once`) or
     /// until SIGINT / SIGTERM, after which tasks in flight finish before it returns.
+    ///
+    /// The worker's handle also becomes the process-wide one ([`Tiger::set_global`]) unless
+    /// the program set one already, so `delay` calls outside tasks reach the same Redis.
     pub async fn run(self) -> Result<()> {
         let config = Config {
             redis_prefix: self.prefix.clone(),
             ..Config::default()
         };
+        tracing::info!(redis = %crate::client::redact(&self.redis_url), prefix = %self.prefix, "connecting to Redis");
         let tiger = Tiger::connect_with(&self.redis_url, config).await?;
+        let _ = Tiger::set_global(tiger.clone());
         let mut worker = Worker::new(tiger)
             .concurrency(self.concurrency)
             .once(self.once)
             .shutdown_on(signals());
-        if !self.queues.is_empty() {
-            worker = worker.queues(self.queues);
+        // As in TaskTiger, an empty list (`-q ""`, as a template leaves it) means "not given".
+        let queues = non_empty(self.queues);
+        if !queues.is_empty() {
+            worker = worker.queues(queues);
         }
-        if !self.exclude_queues.is_empty() {
-            worker = worker.exclude_queues(self.exclude_queues);
+        let exclude = non_empty(self.exclude_queues);
+        if !exclude.is_empty() {
+            worker = worker.exclude_queues(exclude);
         }
         worker.run().await
     }
+}
+
+fn non_empty(names: Vec<String>) -> Vec<String> {
+    names.into_iter().filter(|name| !name.is_empty()).collect()
 }
 
 fn parse_concurrency(text: &str) -> std::result::Result<usize, String> {
@@ -131,7 +162,7 @@ pub fn init_logging() {
 /// Call it from a synchronous `main`; inside an async `main`, use
 /// [`run_worker_async`] instead.
 pub fn run_worker() {
-    let args = WorkerArgs::parse();
+    let args = WorkerArgs::from_env();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,7 +185,7 @@ pub fn run_worker() {
 /// }
 /// ```
 pub async fn run_worker_async() {
-    let args = WorkerArgs::parse();
+    let args = WorkerArgs::from_env();
     init_logging();
     exit_on_error(args.run().await);
 }
@@ -162,7 +193,6 @@ pub async fn run_worker_async() {
 /// Prints a start-up error and exits with status 1; returns on success.
 fn exit_on_error(result: Result<()>) {
     if let Err(err) = result {
-        tracing::error!(%err, "worker failed");
         eprintln!("error: {err}");
         std::process::exit(1);
     }
@@ -196,5 +226,7 @@ mod tests {
             ("p", 3, true)
         );
         assert!(WorkerArgs::try_parse_from(["worker", "--concurrency", "0"]).is_err());
+        let empty = WorkerArgs::try_parse_from(["worker", "-q", "", "-e", ","]).unwrap();
+        assert!(non_empty(empty.queues).is_empty() && non_empty(empty.exclude_queues).is_empty());
     }
 }

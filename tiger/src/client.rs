@@ -11,6 +11,13 @@ use crate::{Config, Error, Result, keys::Keys};
 /// The Redis address used when `REDIS_URL` is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// The environment variable naming the Redis of the process-wide handle and the worker.
+pub(crate) const REDIS_URL_ENV: &str = "REDIS_URL";
+
+/// The environment variable setting the key prefix (TaskTiger's `REDIS_PREFIX`) of the
+/// process-wide handle and the worker.
+pub(crate) const PREFIX_ENV: &str = "TIGER_PREFIX";
+
 static GLOBAL: OnceCell<Tiger> = OnceCell::const_new();
 
 /// A connection to Redis and the settings to use it with. Cheap to clone: clones share one
@@ -54,12 +61,22 @@ impl Tiger {
         if config.redis_prefix.is_empty() {
             return Err(Error::Config("the Redis prefix must not be empty".into()));
         }
-        let client = redis::Client::open(url)?;
+        let connect_error = |source| Error::Connect {
+            target: redact(url),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(connect_error)?;
+        // Each command that finds the connection broken reconnects with a few quick tries
+        // (0.1 s, 0.2 s, 0.4 s apart) and then fails, so callers hear of an outage promptly;
+        // the next command tries again.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(config.redis_response_timeout))
-            .set_max_delay(Duration::from_secs(5));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(connect_error)?;
         let keys = Keys::new(config.redis_prefix.clone());
         Ok(Tiger {
             inner: Arc::new(Inner {
@@ -72,16 +89,21 @@ impl Tiger {
     }
 
     /// The process-wide handle: the one given to [`Tiger::set_global`], or else one built on
-    /// first use from the `REDIS_URL` environment variable (default
-    /// `redis://127.0.0.1:6379`) with default settings.
+    /// first use from the environment: `REDIS_URL` (default `redis://127.0.0.1:6379`) and
+    /// `TIGER_PREFIX` (default `t`), the same variables the worker reads.
+    /// [`run_worker`](crate::run_worker) makes the worker's handle the process-wide one.
     ///
     /// The connection lives on the Tokio runtime that first used it, so a program that starts
     /// several runtimes (tests with `#[tokio::test]`, say) should pass a handle explicitly.
     pub async fn global() -> Result<Tiger> {
         GLOBAL
             .get_or_try_init(|| async {
-                let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
-                Tiger::connect(&url).await
+                let url = std::env::var(REDIS_URL_ENV).unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
+                let mut config = Config::default();
+                if let Ok(prefix) = std::env::var(PREFIX_ENV) {
+                    config.redis_prefix = prefix;
+                }
+                Tiger::connect_with(&url, config).await
             })
             .await
             .cloned()
@@ -114,5 +136,83 @@ impl Tiger {
     /// The client, for the dedicated pub/sub connection a worker opens.
     pub(crate) fn client(&self) -> &redis::Client {
         &self.inner.client
+    }
+}
+
+/// Whether a failed call may succeed if simply tried again: a dropped, refused or timed-out
+/// connection, or Redis still loading its data. Server replies such as `WRONGTYPE` or a
+/// script error are not.
+pub(crate) fn is_transient(err: &Error) -> bool {
+    match err {
+        Error::Redis(err) | Error::Connect { source: err, .. } => {
+            !matches!(err.retry_method(), redis::RetryMethod::NoRetry)
+        }
+        _ => false,
+    }
+}
+
+/// Runs a Redis call, trying it again after 0.1 s, 0.3 s and 1 s while it fails in a
+/// [transient](is_transient) way: the first command after a dropped connection fails while
+/// the connection manager reconnects, and the retry goes through.
+pub(crate) async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    const DELAYS: [Duration; 3] = [
+        Duration::from_millis(100),
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    ];
+    let mut delays = DELAYS.iter();
+    loop {
+        match call().await {
+            Err(err) if is_transient(&err) => match delays.next() {
+                Some(delay) => {
+                    tracing::debug!(%err, retry_in = ?delay, "{what} failed; retrying");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => return Err(err),
+            },
+            result => return result,
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for error messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://:secret@host:1"), "redis://:***@host:1");
+        assert_eq!(
+            redact("redis://user:secret@host:1"),
+            "redis://user:***@host:1"
+        );
+        assert_eq!(redact("rediss://token@host"), "rediss://***@host");
     }
 }

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::{
     Error, Result, Tiger,
     keys::State,
-    task::{TaskId, TaskSpec, stored::NewTask},
+    task::{TaskId, TaskSpec, current, stored::NewTask},
     time::now,
 };
 
@@ -56,7 +56,9 @@ impl Delay {
         self
     }
 
-    /// Enqueues through `tiger` instead of the process-wide handle.
+    /// Enqueues through `tiger`. Without it, `delay` uses the handle of the worker running the
+    /// current task (so follow-up tasks reach the same Redis and prefix), else the
+    /// process-wide handle ([`Tiger::global`]).
     pub fn on(mut self, tiger: &Tiger) -> Delay {
         self.tiger = Some(tiger.clone());
         self
@@ -67,7 +69,7 @@ impl Delay {
             task: self.spec.name.to_owned(),
             source,
         })?;
-        let tiger = match self.tiger {
+        let tiger = match self.tiger.or_else(current::current) {
             Some(tiger) => tiger,
             None => Tiger::global().await?,
         };

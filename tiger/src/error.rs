@@ -11,6 +11,15 @@ pub enum Error {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
 
+    /// The Redis URL is malformed, or nothing answered there when connecting.
+    #[error("cannot connect to Redis at {target}: {source}")]
+    Connect {
+        /// The URL, with any password replaced by `***`.
+        target: String,
+        /// What the Redis client reported.
+        source: redis::RedisError,
+    },
+
     /// A task argument could not be turned into JSON, so nothing was enqueued.
     #[error("cannot serialize the arguments of `{task}`: {source}")]
     Serialize {

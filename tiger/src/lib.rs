@@ -4,8 +4,8 @@
 //!
 //! # A tour
 //!
-//! Mark a function as a task. It stays callable as before, and gains a module of the same
-//! name whose `delay` enqueues a call with the same, typed arguments:
+//! Mark a function as a task. It stays callable as before, and gains a handle of the same
+//! name (see [`task`]) whose `delay` enqueues a call with the same, typed arguments:
 //!
 //! ```no_run
 //! #[derive(Debug, thiserror::Error)]

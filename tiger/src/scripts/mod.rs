@@ -14,13 +14,14 @@ static DEQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("de
 static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("move_task.lua")));
 
 /// Moves up to `limit` tasks of `queue` from queued to active (heartbeat `now`) and returns
-/// their ids. A unique task already active goes to scheduled at `now + LOCK_RETRY` instead.
+/// their ids, as bytes: an id written by another producer need not be UTF-8. A unique task
+/// already active goes to scheduled at `now + LOCK_RETRY` instead.
 pub(crate) async fn dequeue(
     tiger: &Tiger,
     queue: &str,
     limit: usize,
     now: f64,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Vec<u8>>> {
     let keys = tiger.keys();
     let retry_at = now + tiger.config().lock_retry.as_secs_f64();
     let ids = DEQUEUE

@@ -96,8 +96,9 @@ impl<'a> Args<'a> {
     ) -> Result<Self, ArgError> {
         let positional = match args.map(|raw| (raw, raw.get().trim_start().as_bytes().first())) {
             None | Some((_, Some(b'n'))) => Vec::new(),
-            Some((raw, Some(b'['))) => serde_json::from_str(raw.get())
-                .map_err(|err| ArgError::new(format!("`args` is not a JSON list: {err}")))?,
+            Some((raw, Some(b'['))) => serde_json::from_str(raw.get()).map_err(|err| {
+                ArgError::new(format!("`args` is not a JSON list: {}", message(&err)))
+            })?,
             Some((raw, Some(b'{'))) if is_empty_object(raw) => Vec::new(),
             Some((raw, _)) => {
                 return Err(ArgError::new(format!(
@@ -108,8 +109,9 @@ impl<'a> Args<'a> {
         };
         let keyword = match kwargs.map(|raw| (raw, raw.get().trim_start().as_bytes().first())) {
             None | Some((_, Some(b'n'))) => BTreeMap::new(),
-            Some((raw, Some(b'{'))) => serde_json::from_str(raw.get())
-                .map_err(|err| ArgError::new(format!("`kwargs` is not a JSON object: {err}")))?,
+            Some((raw, Some(b'{'))) => serde_json::from_str(raw.get()).map_err(|err| {
+                ArgError::new(format!("`kwargs` is not a JSON object: {}", message(&err)))
+            })?,
             Some((raw, Some(b'['))) if raw.get().trim() == "[]" => BTreeMap::new(),
             Some((raw, _)) => {
                 return Err(ArgError::new(format!(
@@ -163,9 +165,10 @@ impl<'a> Args<'a> {
         match raw {
             Some(raw) => serde_json::from_str(raw.get()).map_err(|err| {
                 ArgError::new(format!(
-                    "argument `{name}` (`{}`) does not decode as `{}`: {err}",
+                    "argument `{name}` (`{}`) does not decode as `{}`: {}",
                     preview(raw),
-                    std::any::type_name::<T>()
+                    std::any::type_name::<T>(),
+                    message(&err)
                 ))
             }),
             None => T::deserialize(serde_json::Value::Null).map_err(|_| {
@@ -175,6 +178,16 @@ impl<'a> Args<'a> {
                 ))
             }),
         }
+    }
+}
+
+/// serde_json's message without its ` at line 1 column 7` suffix, which says nothing useful
+/// about one argument.
+fn message(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
     }
 }
 
@@ -267,9 +280,9 @@ mod tests {
             .unwrap()
             .get::<u64>(0, "n")
             .unwrap_err();
-        assert!(
-            err.to_string().contains("does not decode as `u64`"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "argument `n` (`\"x\"`) does not decode as `u64`: invalid type: string \"x\", expected u64"
         );
     }
 }

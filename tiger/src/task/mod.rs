@@ -4,6 +4,7 @@
 use std::fmt;
 
 pub(crate) mod args;
+pub(crate) mod current;
 pub(crate) mod outcome;
 pub(crate) mod registry;
 pub(crate) mod stored;

@@ -100,13 +100,21 @@ impl<T, E: Into<BoxError>> TaskReturn for Result<T, E> {
     }
 }
 
+/// `exception_name` of errors that have no type of their own (`String`, `&str`,
+/// `Box<dyn Error>`): Python's base class, so a Python `retry_on=[Exception]` matches them.
+pub(crate) const UNTYPED_ERROR: &str = "builtins:Exception";
+
 /// Called by generated code on the value a task returned.
 pub fn outcome<R: TaskReturn>(returned: R) -> Outcome {
     returned.into_outcome()
 }
 
-/// `error` with its sources, one per line: `Name: message` then `Caused by:` lines.
-fn error_chain(name: &str, error: &(dyn StdError + 'static)) -> String {
+/// `error` with its sources, one per line: `Name: message` (the type's own name, as the
+/// last line of a Python traceback has it), then `Caused by:` lines.
+fn error_chain(exception_name: &str, error: &(dyn StdError + 'static)) -> String {
+    let name = exception_name
+        .rsplit_once(':')
+        .map_or(exception_name, |(_, name)| name);
     let mut text = format!("{name}: {error}");
     let mut source = error.source();
     if source.is_some() {
@@ -122,8 +130,15 @@ fn error_chain(name: &str, error: &(dyn StdError + 'static)) -> String {
 }
 
 /// Turns a Rust type path into TaskTiger's `module:Name` shape: the last `::` outside angle
-/// brackets becomes `:` (`my_app::mail::SendError` → `my_app::mail:SendError`).
+/// brackets becomes `:` (`my_app::mail::SendError` → `my_app::mail:SendError`). Error types
+/// that say nothing (`String`, `&str`, `Box<dyn Error>`) become [`UNTYPED_ERROR`].
 pub(crate) fn exception_name(type_name: &str) -> String {
+    if ["alloc::string::String", "&str", "alloc::boxed::Box<dyn "]
+        .iter()
+        .any(|t| type_name.starts_with(t))
+    {
+        return UNTYPED_ERROR.to_owned();
+    }
     let mut depth = 0usize;
     let mut split = None;
     let bytes = type_name.as_bytes();
@@ -155,15 +170,19 @@ mod tests {
             exception_name("my_app::mail::SendError"),
             "my_app::mail:SendError"
         );
+        assert_eq!(exception_name("anyhow::Error"), "anyhow:Error");
         assert_eq!(
-            exception_name("alloc::string::String"),
-            "alloc::string:String"
-        );
-        assert_eq!(
-            exception_name("alloc::boxed::Box<dyn core::error::Error>"),
-            "alloc::boxed:Box<dyn core::error::Error>"
+            exception_name("my::Wrapper<other::Inner>"),
+            "my:Wrapper<other::Inner>"
         );
         assert_eq!(exception_name("u8"), "u8");
+        for untyped in [
+            "alloc::string::String",
+            "&str",
+            "alloc::boxed::Box<dyn core::error::Error + Send + Sync>",
+        ] {
+            assert_eq!(exception_name(untyped), UNTYPED_ERROR);
+        }
     }
 
     #[test]
@@ -175,10 +194,20 @@ mod tests {
             "{}",
             failure.exception_name
         );
-        assert!(failure.traceback.contains("mail server said no"));
-        assert!(failure.traceback.contains("0: timed out"));
+        assert!(
+            failure
+                .traceback
+                .starts_with("Refused: mail server said no\n\nCaused by:\n    0: timed out"),
+            "{}",
+            failure.traceback
+        );
         assert!(failure.error.unwrap().downcast_ref::<Refused>().is_some());
         assert!(outcome(()).is_ok());
         assert!(outcome(Ok::<u8, String>(3)).is_ok());
+        let untyped = outcome(Err::<(), _>("ninety-nine".to_owned())).unwrap_err();
+        assert_eq!(
+            (untyped.exception_name.as_str(), untyped.traceback.as_str()),
+            (UNTYPED_ERROR, "Exception: ninety-nine")
+        );
     }
 }

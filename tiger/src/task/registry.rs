@@ -66,6 +66,13 @@ impl Registry {
     pub(crate) fn len(&self) -> usize {
         self.tasks.len()
     }
+
+    /// Every registered name, sorted.
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.tasks.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@ use std::pin::Pin;
 use std::sync::Once;
 use std::task::{Context, Poll};
 
+use crate::Tiger;
 use crate::task::{
     args::Args,
+    current,
     outcome::{Body, Outcome, TaskFailure},
     registry::Registry,
     stored::StoredTask,
@@ -38,10 +40,20 @@ pub(crate) enum Prepared {
 }
 
 /// Decodes `body` (the JSON in `t:task:<id>`) and prepares the call.
-pub(crate) fn prepare(registry: &Registry, id: &str, body: &str) -> Prepared {
+pub(crate) fn prepare(registry: &Registry, id: &str, body: &[u8]) -> Prepared {
     let reject = |unique, name: &str, text: String| Prepared::Reject {
         unique,
         failure: TaskFailure::message(name, text),
+    };
+    let body = match std::str::from_utf8(body) {
+        Ok(body) => body,
+        Err(err) => {
+            return reject(
+                false,
+                MALFORMED_TASK,
+                format!("the task body is not valid UTF-8: {err}"),
+            );
+        }
     };
     let task: StoredTask<'_> = match serde_json::from_str(body) {
         Ok(task) => task,
@@ -82,18 +94,23 @@ pub(crate) fn prepare(registry: &Registry, id: &str, body: &str) -> Prepared {
     }
 }
 
-/// Runs a prepared call to its outcome. A panic is caught and becomes a failure; a plain
-/// `fn` runs on Tokio's blocking pool so it never stalls the async threads.
-pub(crate) async fn run(body: Body) -> Outcome {
+/// Runs a prepared call to its outcome, with `tiger` as the handle that `delay` inside the
+/// task uses. A panic is caught and becomes a failure; a plain `fn` runs on Tokio's blocking
+/// pool so it never stalls the async threads.
+pub(crate) async fn run(body: Body, tiger: Tiger) -> Outcome {
     match body {
-        Body::Future(future) => CatchPanic { future }.await,
-        Body::Blocking(call) => match tokio::task::spawn_blocking(move || guarded(call)).await {
-            Ok(result) => result.and_then(|outcome| outcome),
-            Err(err) => Err(TaskFailure::message(
-                PANIC,
-                format!("the task's thread ended early: {err}"),
-            )),
-        },
+        Body::Future(future) => current::scope(tiger, CatchPanic { future }).await,
+        Body::Blocking(call) => {
+            match tokio::task::spawn_blocking(move || current::blocking(tiger, || guarded(call)))
+                .await
+            {
+                Ok(result) => result.and_then(|outcome| outcome),
+                Err(err) => Err(TaskFailure::message(
+                    PANIC,
+                    format!("the task's thread ended early: {err}"),
+                )),
+            }
+        }
     }
 }
 

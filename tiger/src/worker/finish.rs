@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::{
     Result, Tiger,
+    client::retrying,
     keys::State,
     scripts::{self, Move, Zadd},
     task::outcome::TaskFailure,
@@ -47,7 +48,10 @@ pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
         record: None,
         keep_records: None,
     };
-    scripts::move_task(tiger, &step).await
+    retrying("record the task's success", || {
+        scripts::move_task(tiger, &step)
+    })
+    .await
 }
 
 /// Records `failure` and moves the task to the error state. `Ok(false)`: it was no longer
@@ -83,5 +87,45 @@ pub(crate) async fn fail(
         record: Some(&record),
         keep_records: None,
     };
-    scripts::move_task(tiger, &step).await
+    retrying("record the task's failure", || {
+        scripts::move_task(tiger, &step)
+    })
+    .await
+}
+
+/// Moves an id that is not UTF-8 from active to error as it is. Nothing else can be done
+/// with it: no task of tiger's or TaskTiger's has such an id, and its keys cannot be named.
+pub(crate) async fn quarantine(tiger: &Tiger, queue: &str, id: &[u8]) -> Result<()> {
+    let keys = tiger.keys();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("ZREM")
+        .arg(keys.queue(State::Active, queue))
+        .arg(id)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.queue(State::Error, queue))
+        .arg(now())
+        .arg(id)
+        .ignore()
+        .cmd("SADD")
+        .arg(keys.state_set(State::Error))
+        .arg(queue)
+        .ignore();
+    retrying("move an id to error", || async {
+        Ok(pipe.query_async::<()>(&mut tiger.connection()).await?)
+    })
+    .await
+}
+
+/// What a task key holds when `GET` found no string there: `none` when it does not exist.
+pub(crate) async fn key_type(tiger: &Tiger, id: &str) -> Result<String> {
+    let key = tiger.keys().task(id);
+    retrying("inspect a task key", || async {
+        Ok(redis::cmd("TYPE")
+            .arg(&key)
+            .query_async::<String>(&mut tiger.connection())
+            .await?)
+    })
+    .await
 }

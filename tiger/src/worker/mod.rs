@@ -25,7 +25,14 @@ use rand::seq::SliceRandom;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::{Error, Result, Tiger, keys::State, scripts, task::registry::Registry, time::now};
+use crate::{
+    Error, Result, Tiger,
+    client::{self, retrying},
+    keys::State,
+    scripts,
+    task::{outcome::TaskFailure, registry::Registry},
+    time::now,
+};
 
 mod execute;
 mod finish;
@@ -151,6 +158,7 @@ impl Worker {
         };
         execute::install_panic_hook();
         let queues = filter.queued(&self.tiger).await?;
+        tracing::debug!(names = ?registry.names(), "registered tasks");
         tracing::info!(
             tasks = registry.len(),
             queues = ?filter.only,
@@ -257,13 +265,16 @@ impl Loop {
     }
 
     async fn refresh_queues(&mut self) {
-        match self.filter.queued(&self.tiger).await {
+        match retrying("read the queue set", || self.filter.queued(&self.tiger)).await {
             Ok(queues) => self.queues.extend(queues),
             Err(err) => tracing::warn!(%err, "cannot read the queue set"),
         }
     }
 
-    /// Fills free slots from the known queues. `Ok(true)` if any task was started.
+    /// Fills free slots from the known queues. `Ok(true)` if any task was started. A queue
+    /// whose own keys make Redis refuse (a key of the wrong type, say) is logged and set
+    /// aside until announced again, so it does not hold up the others; a connection problem
+    /// fails the whole pass.
     async fn take_work(&mut self) -> Result<bool> {
         let mut free = self.concurrency.saturating_sub(self.in_flight.len());
         if free == 0 || self.queues.is_empty() {
@@ -276,12 +287,20 @@ impl Loop {
             if free == 0 {
                 break;
             }
-            let taken = self.dequeue(&queue, free).await?;
-            if taken == 0 {
-                self.queues.remove(&queue);
+            match self.dequeue(&queue, free).await {
+                Ok(0) => {
+                    self.queues.remove(&queue);
+                }
+                Ok(taken) => {
+                    free -= taken;
+                    started = true;
+                }
+                Err(err) if client::is_transient(&err) => return Err(err),
+                Err(err) => {
+                    tracing::error!(%queue, %err, "cannot take tasks from this queue; skipping it until it is announced again");
+                    self.queues.remove(&queue);
+                }
             }
-            free -= taken;
-            started |= taken > 0;
         }
         Ok(started)
     }
@@ -293,13 +312,36 @@ impl Loop {
         if ids.is_empty() {
             return Ok(0);
         }
+        let taken = ids.len();
+        let mut valid = Vec::with_capacity(taken);
+        for id in ids {
+            match String::from_utf8(id) {
+                Ok(id) => valid.push(id),
+                Err(err) => {
+                    let id = err.into_bytes();
+                    tracing::error!(%queue, id = %String::from_utf8_lossy(&id), "a task id that is not UTF-8; moving it to the error state");
+                    if let Err(err) = finish::quarantine(&self.tiger, queue, &id).await {
+                        tracing::error!(%queue, %err, "cannot move the id to the error state; it stays active");
+                    }
+                }
+            }
+        }
         let keys = self.tiger.keys();
-        let task_keys: Vec<String> = ids.iter().map(|id| keys.task(id)).collect();
-        let bodies: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&task_keys)
-            .query_async(&mut self.tiger.connection())
-            .await?;
-        for (id, body) in ids.iter().zip(bodies) {
+        let task_keys: Vec<String> = valid.iter().map(|id| keys.task(id)).collect();
+        let read = retrying("read the task bodies", || async {
+            Ok(redis::cmd("MGET")
+                .arg(&task_keys)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut self.tiger.connection())
+                .await?)
+        });
+        let bodies = match read.await {
+            Ok(bodies) => bodies,
+            Err(err) => {
+                tracing::error!(%queue, ids = ?valid, %err, "took tasks but cannot read them; they stay active until recovered");
+                return Err(err);
+            }
+        };
+        for (id, body) in valid.into_iter().zip(bodies) {
             let job = Job {
                 tiger: self.tiger.clone(),
                 queue: queue.to_owned(),
@@ -307,14 +349,15 @@ impl Loop {
                 started,
             };
             let future = match body {
-                Some(body) => job.run(execute::prepare(&self.registry, id, &body)).boxed(),
-                None => job.drop_missing().boxed(),
+                Some(body) => job
+                    .run(execute::prepare(&self.registry, &id, &body))
+                    .boxed(),
+                None => job.missing().boxed(),
             };
             let handle = self.in_flight.spawn(future);
-            self.running
-                .insert(handle.id(), (queue.to_owned(), id.clone()));
+            self.running.insert(handle.id(), (queue.to_owned(), id));
         }
-        Ok(ids.len())
+        Ok(taken)
     }
 
     fn forget(&mut self, done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
@@ -346,6 +389,11 @@ impl Loop {
             tracing::warn!(%err, tasks = self.running.len(), "heartbeat failed");
         }
     }
+}
+
+/// A duration in milliseconds, to the microsecond, for log fields.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
 }
 
 async fn sleep_until(until: Option<tokio::time::Instant>) {
@@ -381,8 +429,8 @@ impl Job {
                 async move {
                     tracing::info!("task started");
                     let clock = Instant::now();
-                    let outcome = execute::run(body).await;
-                    let duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
+                    let outcome = execute::run(body, self.tiger.clone()).await;
+                                        let duration_ms = millis(clock.elapsed());
                     let task = Finished { queue: &self.queue, id: &self.id, unique };
                     let written = match &outcome {
                         Ok(()) => {
@@ -418,15 +466,30 @@ impl Job {
         }
     }
 
-    /// A queue held an id whose body is gone: nothing can run, so the id is removed.
-    async fn drop_missing(self) {
-        tracing::error!(task_id = %self.id, queue = %self.queue, "task body not found; removing the id from the queue");
-        let task = Finished {
-            queue: &self.queue,
-            id: &self.id,
-            unique: false,
+    /// `MGET` found no body: either the key is gone (nothing can run; the id is removed, as
+    /// TaskTiger does) or it holds something other than a string (kept, and the task goes to
+    /// the error state saying so).
+    async fn missing(self) {
+        let written = match finish::key_type(&self.tiger, &self.id).await {
+            Ok(kind) if kind == "none" => {
+                tracing::error!(task_id = %self.id, queue = %self.queue, "task body not found; removing the id from the queue");
+                let task = Finished {
+                    queue: &self.queue,
+                    id: &self.id,
+                    unique: false,
+                };
+                finish::succeed(&self.tiger, task).await
+            }
+            Ok(kind) => {
+                let text = format!("the task key holds a Redis {kind}, not a JSON string");
+                let prepared = Prepared::Reject {
+                    unique: false,
+                    failure: TaskFailure::message(execute::MALFORMED_TASK, text),
+                };
+                return self.run(prepared).await;
+            }
+            Err(err) => Err(err),
         };
-        let written = finish::succeed(&self.tiger, task).await;
         self.report(written);
     }
 

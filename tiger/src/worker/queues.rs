@@ -52,13 +52,27 @@ impl QueueFilter {
         queue_matches(queue, &self.only, &self.exclude)
     }
 
-    /// The queues in `t:queued` that this worker takes.
+    /// The queues in `t:queued` that this worker takes. A name that is not UTF-8 cannot be
+    /// one of them; it is skipped with a warning.
     pub(crate) async fn queued(&self, tiger: &Tiger) -> Result<HashSet<String>> {
-        let names: Vec<String> = redis::cmd("SMEMBERS")
+        let names: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(tiger.keys().state_set(State::Queued))
             .query_async(&mut tiger.connection())
             .await?;
-        Ok(names.into_iter().filter(|q| self.matches(q)).collect())
+        let mut queues = HashSet::new();
+        for name in names {
+            match String::from_utf8(name) {
+                Ok(queue) if self.matches(&queue) => {
+                    queues.insert(queue);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let name = String::from_utf8_lossy(err.as_bytes());
+                    tracing::warn!(queue = %name, "skipping a queue whose name is not UTF-8");
+                }
+            }
+        }
+        Ok(queues)
     }
 }
 
