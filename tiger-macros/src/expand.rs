@@ -12,7 +12,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, spanned::Spanned};
 
-use crate::attr::{TaskArgs, push_error};
+use crate::attr::{RetryMethodArg, TaskArgs, push_error};
 
 /// One parameter of the task function.
 struct Param {
@@ -35,7 +35,17 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
         push_error(&mut errors, err);
         TaskArgs::default()
     });
-    let params = parameters(&func, &mut errors);
+        let params = parameters(&func, &mut errors);
+    for keys in [&args.unique_key, &args.lock_key].into_iter().flatten() {
+        for key in keys {
+            if !params.iter().any(|p| p.ident == key.value()) {
+                let names: Vec<String> = params.iter().map(|p| format!("`{}`", p.ident)).collect();
+                let listed = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                let message = format!("`{}` is not a parameter of this task; its parameters are {listed}", key.value());
+                push_error(&mut errors, syn::Error::new(key.span(), message));
+            }
+        }
+    }
     if let Some(err) = errors {
         return with_errors(quote!(#func), err);
     }
@@ -118,10 +128,8 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
         Some(name) => quote!(#name),
         None => quote!(::core::concat!(::core::module_path!(), ":", #fn_name)),
     };
-    let queue = match &args.queue {
-        Some(queue) => quote!(::core::option::Option::Some(#queue)),
-        None => quote!(::core::option::Option::None),
-    };
+        let options = spec_options(args);
+
 
     let idents: Vec<&Ident> = params.iter().map(|p| &p.ident).collect();
     let types: Vec<&Type> = params.iter().map(|p| &p.ty).collect();
@@ -164,10 +172,12 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
             /// The serialized name the worker looks this task up by.
             #vis const NAME: &'static str = #name;
 
-            #[doc(hidden)]
+                        #[doc(hidden)]
             #vis const SPEC: ::tiger::__private::TaskSpec = ::tiger::__private::TaskSpec {
                 name: Self::NAME,
-                queue: #queue,
+                params: &[#(#names),*],
+                #options
+                ..::tiger::__private::TaskSpec::DEFAULT
             };
 
             #[doc = #delay_doc]
@@ -203,6 +213,67 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
             }
         };
     }
+}
+
+/// The `TaskSpec` fields the attribute sets, each followed by a comma.
+fn spec_options(args: &TaskArgs) -> TokenStream {
+    let some = |value: TokenStream| quote!(::core::option::Option::Some(#value));
+    let keys = |keys: &Vec<syn::LitStr>| some(quote!(&[#(#keys),*]));
+    let mut fields = TokenStream::new();
+    if let Some(queue) = &args.queue {
+        let value = some(quote!(#queue));
+        fields.extend(quote!(queue: #value,));
+    }
+    for (field, flag) in [("unique", args.unique), ("lock", args.lock), ("retry", args.retry)] {
+        if let Some(flag) = flag {
+            let field = syn::Ident::new(field, proc_macro2::Span::call_site());
+            fields.extend(quote!(#field: #flag,));
+        }
+    }
+    if let Some(list) = &args.unique_key {
+        let value = keys(list);
+        fields.extend(quote!(unique_key: #value,));
+    }
+    if let Some(list) = &args.lock_key {
+        let value = keys(list);
+        fields.extend(quote!(lock_key: #value,));
+    }
+    if let Some(types) = &args.retry_on {
+        let value = some(quote! {
+            ::tiger::__private::RetryOn {
+                names: || ::std::vec![#(::tiger::__private::exception_name_of::<#types>()),*],
+                matches: |error| false #(|| ::tiger::__private::chain_has::<#types>(error))*,
+            }
+        });
+        fields.extend(quote!(retry_on: #value,));
+    }
+    if let Some(method) = &args.retry_method {
+        let value = match method {
+            RetryMethodArg::Builtin { helper, args } => {
+                let last = args.len() - 1;
+                let values = args.iter().enumerate().map(|(i, arg)| if i == last { quote!(#arg) } else { quote!(#arg as f64) });
+                some(quote!(::tiger::retry::#helper(#(#values),*)))
+            }
+            RetryMethodArg::Custom(path) => {
+                let last = path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+                some(quote!(::tiger::RetryMethod::custom(::core::concat!(::core::module_path!(), ":", #last), #path)))
+            }
+        };
+        fields.extend(quote!(retry_method: #value,));
+    }
+    if let Some(seconds) = &args.hard_timeout {
+        let value = some(quote!(#seconds as f64));
+        fields.extend(quote!(hard_timeout: #value,));
+    }
+    if let Some(size) = &args.max_queue_size {
+        let value = some(quote!(#size));
+        fields.extend(quote!(max_queue_size: #value,));
+    }
+    if let Some(count) = &args.max_stored_executions {
+        let value = some(quote!(#count));
+        fields.extend(quote!(max_stored_executions: #value,));
+    }
+    fields
 }
 
 /// The expression that runs the function: a future for `async fn`, a closure for `fn`.

@@ -40,6 +40,9 @@ pub struct Config {
     /// abandoned, for TaskTiger workers and (in a later release) tiger's own sweep.
     /// Default 60 s.
     pub active_task_update_timeout: Duration,
+        /// `DEFAULT_RETRY_METHOD`: how a task that retries but names no method is retried.
+    /// Default `fixed(60, 3)`: three retries a minute apart.
+    pub default_retry_method: crate::RetryMethod,
     /// `LOCK_RETRY`: when a worker pops a unique task that is already running, the new copy
     /// goes to `scheduled` this far in the future. Default 1 s.
     pub lock_retry: Duration,
@@ -65,6 +68,7 @@ impl Default for Config {
             store_tracebacks: true,
             active_task_update_timer: Duration::from_secs(10),
             active_task_update_timeout: Duration::from_secs(60),
+                        default_retry_method: crate::retry::fixed(60.0, 3),
             lock_retry: Duration::from_secs(1),
             only_queues: Vec::new(),
             exclude_queues: Vec::new(),

@@ -2,58 +2,106 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::{
-    Error, Result, Tiger,
+    Error, Result, RetryMethod, Tiger,
     keys::State,
-    task::{TaskId, TaskSpec, current, stored::NewTask},
+    scripts::{self, Enqueue, Enqueued},
+    task::{
+        TaskId, TaskSpec, current,
+        ids::derived_id,
+        outcome::exception_name_of,
+    },
     time::now,
 };
+
+/// When a task should run: after a delay, or at a point in time. A time that is not in the
+/// future means now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// This long from the moment the task is enqueued.
+    In(Duration),
+    /// At this time.
+    At(SystemTime),
+}
+
+impl From<Duration> for When {
+    fn from(delay: Duration) -> When {
+        When::In(delay)
+    }
+}
+
+impl From<SystemTime> for When {
+    fn from(at: SystemTime) -> When {
+        When::At(at)
+    }
+}
+
+impl When {
+    /// Unix seconds, given the current time `now`.
+    fn timestamp(self, now: f64) -> f64 {
+        match self {
+            When::In(delay) => now + delay.as_secs_f64(),
+            When::At(at) => match at.duration_since(UNIX_EPOCH) {
+                Ok(since) => since.as_secs_f64(),
+                Err(_) => 0.0,
+            },
+        }
+    }
+}
+
+/// Per-call options; each overrides the attribute's value when set.
+#[derive(Debug, Clone, Default)]
+struct CallOptions {
+    queue: Option<String>,
+    when: Option<When>,
+    unique: Option<bool>,
+    unique_key: Option<Vec<String>>,
+    lock: Option<bool>,
+    lock_key: Option<Vec<String>>,
+    retry: Option<bool>,
+    retry_on: Option<Vec<String>>,
+    retry_method: Option<RetryMethod>,
+    hard_timeout: Option<Duration>,
+    max_queue_size: Option<u64>,
+    max_stored_executions: Option<u32>,
+}
 
 /// A task call waiting to be enqueued. Set per-call options on it, then `.await` it:
 ///
 /// ```no_run
+/// # use std::time::Duration;
 /// # #[tiger::task(queue = "emails")]
 /// # async fn send_welcome(user_id: u64) {}
 /// # async fn demo(tiger: tiger::Tiger) -> tiger::Result<()> {
-/// send_welcome::delay(42).await?;                               // attribute options
-/// send_welcome::delay(42).queue("emails.bulk").on(&tiger).await?; // per-call options
+/// send_welcome::delay(42).await?;                                  // attribute options
+/// send_welcome::delay(42).queue("emails.bulk").on(&tiger).await?;  // per-call options
+/// send_welcome::delay(42).when(Duration::from_secs(60)).unique(true).await?;
 /// # Ok(()) }
 /// ```
 ///
-/// Enqueueing is one round trip: a `MULTI` of `SET` (the JSON), `ZADD NX` (the queue),
-/// `SADD` (the queue set) and `PUBLISH` (wake idle workers).
+/// Enqueueing is one round trip: one script writes the JSON, adds the id to the queue (or
+/// to `scheduled`, for a time in the future), checks `max_queue_size` in the same step, and
+/// publishes on the activity channel to wake idle workers.
 #[must_use = "a `Delay` enqueues nothing until it is awaited"]
 #[derive(Debug)]
 pub struct Delay {
     spec: &'static TaskSpec,
     args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>,
-    queue: Option<String>,
     tiger: Option<Tiger>,
+    options: CallOptions,
 }
 
 impl Delay {
-    /// A call of the task `spec` with arguments already written as JSON. Generated code calls
-    /// this; use `my_task::delay(...)`.
+    /// A call of the task `spec` with arguments already written as a JSON list. Generated
+    /// code calls this; use `my_task::delay(...)`.
     #[doc(hidden)]
-    pub fn new(
-        spec: &'static TaskSpec,
-        args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>,
-    ) -> Delay {
-        Delay {
-            spec,
-            args,
-            queue: None,
-            tiger: None,
-        }
-    }
-
-    /// Enqueues on `queue` instead of the attribute's queue (or the default queue).
-    pub fn queue(mut self, queue: impl Into<String>) -> Delay {
-        self.queue = Some(queue.into());
-        self
+    pub fn new(spec: &'static TaskSpec, args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>) -> Delay {
+        Delay { spec, args, tiger: None, options: CallOptions::default() }
     }
 
     /// Enqueues through `tiger`. Without it, `delay` uses the handle of the worker running the
@@ -64,63 +112,162 @@ impl Delay {
         self
     }
 
+    /// Enqueues on `queue` instead of the attribute's queue (or the default queue).
+    pub fn queue(mut self, queue: impl Into<String>) -> Delay {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    /// Runs the task later: after a [`Duration`] or at a [`SystemTime`]. A time that is not
+    /// in the future queues it now.
+    pub fn when(mut self, when: impl Into<When>) -> Delay {
+        self.options.when = Some(when.into());
+        self
+    }
+
+    /// Makes the id a hash of the task's name and arguments, so enqueueing the same call
+    /// again refers to the same task (and keeps its place in the queue).
+    pub fn unique(mut self, unique: bool) -> Delay {
+        self.options.unique = Some(unique);
+        self
+    }
+
+    /// Makes the id a hash of the task's name and these parameters only (implies `unique`).
+    pub fn unique_key<I: IntoIterator<Item = S>, S: Into<String>>(mut self, params: I) -> Delay {
+        self.options.unique_key = Some(params.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Runs at most one task with the same lock id at a time; the lock id is a hash of the
+    /// name and arguments. A task that finds its lock taken waits in `scheduled`.
+    pub fn lock(mut self, lock: bool) -> Delay {
+        self.options.lock = Some(lock);
+        self
+    }
+
+    /// Makes the lock id a hash of the name and these parameters only (implies `lock`).
+    pub fn lock_key<I: IntoIterator<Item = S>, S: Into<String>>(mut self, params: I) -> Delay {
+        self.options.lock_key = Some(params.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Retries a failure with the task's retry method (or
+    /// [`Config::default_retry_method`](crate::Config::default_retry_method)).
+    pub fn retry(mut self, retry: bool) -> Delay {
+        self.options.retry = Some(retry);
+        self
+    }
+
+    /// Retries only errors of type `E` (adds to the per-call list, which replaces the
+    /// attribute's `retry_on`). Implies `retry`.
+    pub fn retry_on<E: 'static>(mut self) -> Delay {
+        self.options.retry_on.get_or_insert_with(Vec::new).push(exception_name_of::<E>());
+        self
+    }
+
+    /// Retries with `method`. Implies `retry`.
+    pub fn retry_method(mut self, method: RetryMethod) -> Delay {
+        self.options.retry_method = Some(method);
+        self
+    }
+
+    /// Stops the task after `limit` (stored in the task, as TaskTiger stores a per-call
+    /// hard timeout).
+    pub fn hard_timeout(mut self, limit: Duration) -> Delay {
+        self.options.hard_timeout = Some(limit);
+        self
+    }
+
+    /// Refuses to enqueue ([`Error::QueueFull`]) when the queue already holds this many
+    /// queued, scheduled and active tasks.
+    pub fn max_queue_size(mut self, size: u64) -> Delay {
+        self.options.max_queue_size = Some(size);
+        self
+    }
+
+    /// Keeps only the last `count` execution records of the task (0 keeps all).
+    pub fn max_stored_executions(mut self, count: u32) -> Delay {
+        self.options.max_stored_executions = Some(count);
+        self
+    }
+
     async fn enqueue(self) -> Result<TaskId> {
-        let args = self.args.map_err(|source| Error::Serialize {
-            task: self.spec.name.to_owned(),
-            source,
-        })?;
+        let spec = self.spec;
+        let serialize_error = |source| Error::Serialize { task: spec.name.to_owned(), source };
+        let args = self.args.map_err(serialize_error)?;
         let tiger = match self.tiger.or_else(current::current) {
             Some(tiger) => tiger,
             None => Tiger::global().await?,
         };
-        let config = tiger.config();
-        let queue = match (&self.queue, self.spec.queue) {
+        let options = &self.options;
+        let queue = match (&options.queue, spec.queue) {
             (Some(queue), _) => queue.as_str(),
             (None, Some(queue)) => queue,
-            (None, None) => config.default_queue.as_str(),
+            (None, None) => tiger.config().default_queue.as_str(),
         };
         if queue.is_empty() {
-            return Err(Error::Config(format!(
-                "`{}` was given an empty queue name",
-                self.spec.name
-            )));
+            return Err(Error::Config(format!("`{}` was given an empty queue name", spec.name)));
         }
-        let id = TaskId::random();
-        let now = now();
-        let json = serde_json::to_string(&NewTask {
-            id: id.as_str(),
-            func: self.spec.name,
-            args: args.as_deref(),
-            time_last_queued: now,
-            scheduled_at: now,
-        })
-        .map_err(|source| Error::Serialize {
-            task: self.spec.name.to_owned(),
-            source,
-        })?;
+        let unique_key = key_list(spec, options.unique_key.as_deref(), spec.unique_key)?;
+        let lock_key = key_list(spec, options.lock_key.as_deref(), spec.lock_key)?;
+        let unique = options.unique.unwrap_or(spec.unique) || unique_key.is_some();
+        let lock = options.lock.unwrap_or(spec.lock) || lock_key.is_some();
 
-        let keys = tiger.keys();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SADD")
-            .arg(keys.state_set(State::Queued))
-            .arg(queue)
-            .ignore()
-            .cmd("SET")
-            .arg(keys.task(id.as_str()))
-            .arg(json)
-            .ignore()
-            .cmd("ZADD")
-            .arg(keys.queue(State::Queued, queue))
-            .arg("NX")
-            .arg(now)
-            .arg(id.as_str())
-            .ignore();
-        if config.publish_queued_tasks {
-            pipe.cmd("PUBLISH").arg(keys.activity()).arg(queue).ignore();
+        // TaskTiger reads `unique_key` / `lock_key` fields from `kwargs` only, so a task that
+        // names fields keeps its arguments there, by parameter name, and Python computes
+        // the same ids.
+        let (args, kwargs) = match args {
+            Some(list) if unique_key.is_some() || lock_key.is_some() => (None, Some(as_kwargs(spec, &list)?)),
+            other => (other, None),
+        };
+        let id = if unique {
+            let hashed = derived_id(spec.name, args.as_deref().map(RawValue::get), kwargs.as_deref().map(RawValue::get), unique_key.as_deref());
+            TaskId::from_hash(hashed.map_err(|err| Error::Config(format!("cannot hash the arguments of `{}`: {err}", spec.name)))?)
+        } else {
+            TaskId::random()
+        };
+
+        let config = tiger.config();
+        let retry_on = options.retry_on.clone().or_else(|| spec.retry_on.map(|r| (r.names)()));
+        let retries = options.retry.unwrap_or(spec.retry) || retry_on.is_some() || options.retry_method.is_some() || spec.retry_method.is_some();
+        let retry_method = retries.then(|| options.retry_method.or(spec.retry_method).unwrap_or(config.default_retry_method));
+        let max_queue_size = options.max_queue_size.or(spec.max_queue_size).filter(|n| *n > 0);
+
+        let now = now();
+        let due = options.when.map(|when| when.timestamp(now)).filter(|at| *at > now);
+        let (state, score) = match due {
+            Some(at) => (State::Scheduled, at),
+            None => (State::Queued, now),
+        };
+        let task = NewTask {
+            id: id.as_str(),
+            func: spec.name,
+            unique: unique.then_some(true),
+            unique_key: unique_key.as_deref(),
+            lock: lock.then_some(true),
+            lock_key: lock_key.as_deref(),
+            args: args.as_deref(),
+            kwargs: kwargs.as_deref(),
+            hard_timeout: options.hard_timeout.map(|d| d.as_secs_f64()).filter(|s| *s > 0.0),
+            retry_method: retry_method.map(RetryMethod::to_json),
+            retry_on: retry_on.as_deref(),
+            max_queue_size,
+            max_stored_executions: options.max_stored_executions.or(spec.max_stored_executions),
+            time_last_queued: now,
+            scheduled_at: score,
+        };
+        let json = serde_json::to_string(&task).map_err(serialize_error)?;
+        let step = Enqueue { queue, id: id.as_str(), state, score, json: &json, unique, max_queue_size };
+        match scripts::enqueue(&tiger, &step).await? {
+            Enqueued::Written => {}
+            Enqueued::QueueFull => {
+                return Err(Error::QueueFull { queue: queue.to_owned(), max: max_queue_size.unwrap_or(0) });
+            }
+            Enqueued::UniqueInAnotherQueue => {
+                return Err(Error::UniqueInAnotherQueue { id: id.to_string(), queue: queue.to_owned() });
+            }
         }
-        pipe.query_async::<()>(&mut tiger.connection()).await?;
-        tracing::debug!(task_id = %id, func = self.spec.name, queue, "task queued");
+        tracing::debug!(task_id = %id, func = spec.name, queue, state = %state, "task enqueued");
         Ok(id)
     }
 }
@@ -132,4 +279,71 @@ impl IntoFuture for Delay {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.enqueue())
     }
+}
+
+/// The JSON `delay` writes, with TaskTiger's field names in TaskTiger's order; unset fields
+/// are left out, as TaskTiger leaves them out.
+#[derive(Debug, Serialize)]
+struct NewTask<'a> {
+    id: &'a str,
+    func: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unique: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unique_key: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_key: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kwargs: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hard_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_method: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_on: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queue_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_stored_executions: Option<u32>,
+    time_last_queued: f64,
+    scheduled_at: f64,
+}
+
+/// The per-call key list if given, else the attribute's; every name must be a parameter.
+fn key_list(spec: &TaskSpec, call: Option<&[String]>, attribute: Option<&'static [&'static str]>) -> Result<Option<Vec<String>>> {
+    let keys: Option<Vec<String>> = match call {
+        Some(keys) => Some(keys.to_vec()),
+        None => attribute.map(|keys| keys.iter().map(|k| (*k).to_owned()).collect()),
+    };
+    if let Some(keys) = &keys {
+        if let Some(bad) = keys.iter().find(|k| !spec.params.contains(&k.as_str())) {
+            return Err(Error::Config(format!(
+                "`{bad}` is not a parameter of `{}` (its parameters: {})",
+                spec.name,
+                spec.params.join(", ")
+            )));
+        }
+    }
+    Ok(keys)
+}
+
+/// Re-writes a JSON list of arguments as an object keyed by parameter name.
+fn as_kwargs(spec: &TaskSpec, list: &RawValue) -> Result<Box<RawValue>> {
+    let values: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|source| Error::Serialize { task: spec.name.to_owned(), source })?;
+    let mut object = String::with_capacity(list.get().len() + 16 * values.len());
+    object.push('{');
+    for (i, (name, value)) in spec.params.iter().zip(values).enumerate() {
+        if i > 0 {
+            object.push(',');
+        }
+        object.push_str(&serde_json::to_string(name).map_err(|source| Error::Serialize { task: spec.name.to_owned(), source })?);
+        object.push(':');
+        object.push_str(value.get());
+    }
+    object.push('}');
+    RawValue::from_string(object).map_err(|source| Error::Serialize { task: spec.name.to_owned(), source })
 }

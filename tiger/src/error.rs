@@ -44,6 +44,30 @@ pub enum Error {
         second: String,
     },
 
+        /// `max_queue_size`: the queue already holds that many queued, scheduled and active
+    /// tasks. Nothing was written.
+    #[error("queue `{queue}` is full: it holds {max} or more tasks")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// Its `max_queue_size`.
+        max: u64,
+    },
+
+    /// A unique task with this id is already stored for another queue. TaskTiger would
+    /// share one stored task between the two queues and lose it when either finishes; tiger
+    /// refuses instead. Nothing was written.
+    #[error(
+        "unique task `{id}` is already stored for a queue other than `{queue}`; \
+         enqueue it on that queue, or wait until it has run there"
+    )]
+    UniqueInAnotherQueue {
+        /// The task id.
+        id: String,
+        /// The queue the call asked for.
+        queue: String,
+    },
+
     /// A setting is out of range or malformed (an empty queue name, concurrency 0, …).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -126,6 +126,7 @@ mod client;
 mod config;
 mod enqueue;
 mod error;
+pub mod retry;
 pub mod keys;
 mod scripts;
 mod task;
@@ -139,13 +140,17 @@ pub use config::Config;
 pub use enqueue::Delay;
 pub use error::{Error, Result};
 pub use keys::State;
-pub use task::{TaskId, TaskSpec};
+pub use enqueue::When;
+pub use retry::{RetryMethod, exponential, fixed, linear};
+pub use task::outcome::JobTimeout;
+pub use task::{RetryOn, TaskId, TaskSpec};
 pub use worker::{Worker, queue_matches};
 
 /// Used by the code `#[tiger::task]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::task::TaskSpec;
+        pub use crate::task::outcome::{chain_has, exception_name_of};
+    pub use crate::task::{RetryOn, TaskSpec};
     pub use crate::task::args::{ArgError, Args, ArgsWriter};
     pub use crate::task::outcome::{Body, BoxError, Outcome, TaskFailure, TaskReturn, outcome};
     pub use crate::task::registry::TaskEntry;

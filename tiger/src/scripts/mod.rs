@@ -10,8 +10,87 @@ use redis::Script;
 
 use crate::{Result, Tiger, keys::State};
 
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
 static DEQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("dequeue.lua")));
 static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("move_task.lua")));
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("schedule.lua")));
+static LOCK_RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lock_renew.lua")));
+static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lock_release.lua")));
+
+/// Moves up to `batch` due tasks of `queue` from scheduled to queued; returns how many.
+pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize) -> Result<usize> {
+    let keys = tiger.keys();
+    let publish = if tiger.config().publish_queued_tasks { keys.activity() } else { String::new() };
+    let moved = SCHEDULE
+        .key(keys.queue(State::Scheduled, queue))
+        .key(keys.queue(State::Queued, queue))
+        .key(keys.state_set(State::Scheduled))
+        .key(keys.state_set(State::Queued))
+        .arg(queue)
+        .arg(now)
+        .arg(batch)
+        .arg(publish)
+        .invoke_async(&mut tiger.connection())
+        .await?;
+    Ok(moved)
+}
+
+/// Renews the lock `key` if it still holds `token`.
+pub(crate) async fn lock_renew(tiger: &Tiger, key: &str, token: &str, ttl_ms: u64) -> Result<bool> {
+    let renewed: i64 = LOCK_RENEW.key(key).arg(token).arg(ttl_ms).invoke_async(&mut tiger.connection()).await?;
+    Ok(renewed == 1)
+}
+
+/// Deletes the lock `key` if it still holds `token`.
+pub(crate) async fn lock_release(tiger: &Tiger, key: &str, token: &str) -> Result<bool> {
+    let released: i64 = LOCK_RELEASE.key(key).arg(token).invoke_async(&mut tiger.connection()).await?;
+    Ok(released == 1)
+}
+
+/// One call of `enqueue.lua`.
+#[derive(Debug)]
+pub(crate) struct Enqueue<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) id: &'a str,
+    /// Queued (now) or scheduled (due time).
+    pub(crate) state: State,
+    pub(crate) score: f64,
+    pub(crate) json: &'a str,
+    pub(crate) unique: bool,
+    pub(crate) max_queue_size: Option<u64>,
+}
+
+/// What `enqueue.lua` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Written,
+    QueueFull,
+    UniqueInAnotherQueue,
+}
+
+/// Writes the task and adds it to its queue in one atomic step.
+pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueued> {
+    let keys = tiger.keys();
+    let publish = task.state == State::Queued && tiger.config().publish_queued_tasks;
+    let mut call = ENQUEUE.prepare_invoke();
+    call.key(keys.queue(task.state, task.queue)).key(keys.state_set(task.state)).key(keys.task(task.id));
+    for state in State::ALL {
+        call.key(keys.queue(state, task.queue));
+    }
+    call.arg(task.queue)
+        .arg(task.id)
+        .arg(task.score)
+        .arg(task.json)
+        .arg(if publish { keys.activity() } else { String::new() })
+        .arg(task.max_queue_size.map(|n| n.to_string()).unwrap_or_default())
+        .arg(if task.unique { "1" } else { "0" });
+    let answer: i64 = call.invoke_async(&mut tiger.connection()).await?;
+    Ok(match answer {
+        -1 => Enqueued::QueueFull,
+        -2 => Enqueued::UniqueInAnotherQueue,
+        _ => Enqueued::Written,
+    })
+}
 
 /// Moves up to `limit` tasks of `queue` from queued to active (heartbeat `now`) and returns
 /// their ids, as bytes: an id written by another producer need not be UTF-8. A unique task
@@ -42,7 +121,7 @@ pub(crate) async fn dequeue(
 
 /// How a move adds the task to its new zset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code, reason = "retries and recovery use the other modes")]
+#[allow(dead_code, reason = "expired-task recovery will use `IfAbsent`")]
 pub(crate) enum Zadd {
     /// Set the score whatever it was.
     Plain,

@@ -100,6 +100,36 @@ impl<T, E: Into<BoxError>> TaskReturn for Result<T, E> {
     }
 }
 
+/// The error a task fails with when it runs past its hard timeout. Stored with TaskTiger's
+/// name, `tasktiger.exceptions:JobTimeoutException`, so `retry_on = [tiger::JobTimeout]`
+/// and Python's `retry_on=[JobTimeoutException]` mean the same.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the task ran longer than its hard timeout of {seconds} s and was stopped")]
+pub struct JobTimeout {
+    /// The limit, in seconds.
+    pub seconds: f64,
+}
+
+/// TaskTiger's name for [`JobTimeout`].
+pub(crate) const JOB_TIMEOUT: &str = "tasktiger.exceptions:JobTimeoutException";
+
+/// The stored `exception_name` of error type `E`.
+pub fn exception_name_of<E: ?Sized>() -> String {
+    exception_name(std::any::type_name::<E>())
+}
+
+/// Whether `error` or one of its sources is an `E`.
+pub fn chain_has<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<E>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// `exception_name` of errors that have no type of their own (`String`, `&str`,
 /// `Box<dyn Error>`): Python's base class, so a Python `retry_on=[Exception]` matches them.
 pub(crate) const UNTYPED_ERROR: &str = "builtins:Exception";
@@ -133,6 +163,9 @@ fn error_chain(exception_name: &str, error: &(dyn StdError + 'static)) -> String
 /// brackets becomes `:` (`my_app::mail::SendError` → `my_app::mail:SendError`). Error types
 /// that say nothing (`String`, `&str`, `Box<dyn Error>`) become [`UNTYPED_ERROR`].
 pub(crate) fn exception_name(type_name: &str) -> String {
+    if type_name == std::any::type_name::<JobTimeout>() {
+        return JOB_TIMEOUT.to_owned();
+    }
     if ["alloc::string::String", "&str", "alloc::boxed::Box<dyn "]
         .iter()
         .any(|t| type_name.starts_with(t))

@@ -83,10 +83,7 @@ mod tests {
         Err(ArgError::new("not called"))
     }
 
-    static SPEC: TaskSpec = TaskSpec {
-        name: "m:f",
-        queue: None,
-    };
+        static SPEC: TaskSpec = TaskSpec { name: "m:f", ..TaskSpec::DEFAULT };
     static A: TaskEntry = TaskEntry {
         spec: &SPEC,
         file: "src/a.rs",
