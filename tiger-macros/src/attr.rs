@@ -1,7 +1,10 @@
 //! Parses the arguments of `#[tiger::task(...)]` into [`TaskArgs`].
 
 use proc_macro2::{Span, TokenStream};
-use syn::{Expr, ExprArray, ExprLit, Lit, LitStr, Path, Token, meta::ParseNestedMeta, parse::Parser, spanned::Spanned};
+use syn::{
+    Expr, ExprArray, ExprLit, Lit, LitStr, Path, Token, meta::ParseNestedMeta, parse::Parser,
+    spanned::Spanned,
+};
 
 /// The option keys the attribute accepts, in the order the error message lists them.
 const KNOWN: &[&str] = &[
@@ -71,9 +74,16 @@ impl TaskArgs {
     fn parse_one(&mut self, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
         // Consume `= value` first, whatever the key, so one bad option does not derail the
         // parsing of the ones after it.
-        let value: Option<Expr> = if meta.input.peek(Token![=]) { Some(meta.value()?.parse()?) } else { None };
+        let value: Option<Expr> = if meta.input.peek(Token![=]) {
+            Some(meta.value()?.parse()?)
+        } else {
+            None
+        };
         let Some(ident) = meta.path.get_ident() else {
-            return Err(syn::Error::new_spanned(&meta.path, unknown_message("this path")));
+            return Err(syn::Error::new_spanned(
+                &meta.path,
+                unknown_message("this path"),
+            ));
         };
         let key = ident.to_string();
         let span = ident.span();
@@ -117,8 +127,14 @@ impl TaskArgs {
 
 fn string(key: &str, span: Span, value: Option<Expr>) -> syn::Result<LitStr> {
     match value {
-        Some(Expr::Lit(ExprLit { lit: Lit::Str(text), .. })) => Ok(text),
-        Some(other) => Err(syn::Error::new_spanned(other, format!("expected a string: `{key} = \"...\"`"))),
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Str(text),
+            ..
+        })) => Ok(text),
+        Some(other) => Err(syn::Error::new_spanned(
+            other,
+            format!("expected a string: `{key} = \"...\"`"),
+        )),
         None => Err(syn::Error::new(span, format!("expected `{key} = \"...\"`"))),
     }
 }
@@ -127,16 +143,27 @@ fn string(key: &str, span: Span, value: Option<Expr>) -> syn::Result<LitStr> {
 fn flag(key: &str, value: Option<Expr>) -> syn::Result<bool> {
     match value {
         None => Ok(true),
-        Some(Expr::Lit(ExprLit { lit: Lit::Bool(b), .. })) => Ok(b.value),
-        Some(other) => Err(syn::Error::new_spanned(other, format!("expected `{key}`, `{key} = true` or `{key} = false`"))),
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        })) => Ok(b.value),
+        Some(other) => Err(syn::Error::new_spanned(
+            other,
+            format!("expected `{key}`, `{key} = true` or `{key} = false`"),
+        )),
     }
 }
 
 fn array(key: &str, span: Span, value: Option<Expr>, what: &str) -> syn::Result<ExprArray> {
     match value {
         Some(Expr::Array(array)) => Ok(array),
-        Some(other) => Err(syn::Error::new_spanned(other, format!("expected a list: `{key} = [{what}]`"))),
-        None => Err(syn::Error::new(span, format!("expected `{key} = [{what}]`"))),
+        Some(other) => Err(syn::Error::new_spanned(
+            other,
+            format!("expected a list: `{key} = [{what}]`"),
+        )),
+        None => Err(syn::Error::new(
+            span,
+            format!("expected `{key} = [{what}]`"),
+        )),
     }
 }
 
@@ -144,13 +171,22 @@ fn array(key: &str, span: Span, value: Option<Expr>, what: &str) -> syn::Result<
 fn names(key: &str, span: Span, value: Option<Expr>) -> syn::Result<Names> {
     let list = array(key, span, value, "\"param\", ...")?;
     if list.elems.is_empty() {
-        return Err(syn::Error::new_spanned(&list, format!("`{key}` needs at least one parameter name")));
+        return Err(syn::Error::new_spanned(
+            &list,
+            format!("`{key}` needs at least one parameter name"),
+        ));
     }
     list.elems
         .into_iter()
         .map(|elem| match elem {
-            Expr::Lit(ExprLit { lit: Lit::Str(text), .. }) => Ok(text),
-            other => Err(syn::Error::new_spanned(other, "expected a parameter name as a string")),
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(text),
+                ..
+            }) => Ok(text),
+            other => Err(syn::Error::new_spanned(
+                other,
+                "expected a parameter name as a string",
+            )),
         })
         .collect()
 }
@@ -159,7 +195,10 @@ fn names(key: &str, span: Span, value: Option<Expr>) -> syn::Result<Names> {
 fn paths(key: &str, span: Span, value: Option<Expr>) -> syn::Result<Vec<Path>> {
     let list = array(key, span, value, "ErrorType, ...")?;
     if list.elems.is_empty() {
-        return Err(syn::Error::new_spanned(&list, format!("`{key}` needs at least one error type")));
+        return Err(syn::Error::new_spanned(
+            &list,
+            format!("`{key}` needs at least one error type"),
+        ));
     }
     list.elems
         .into_iter()
@@ -171,8 +210,7 @@ fn paths(key: &str, span: Span, value: Option<Expr>) -> syn::Result<Vec<Path>> {
 }
 
 fn retry_method(span: Span, value: Option<Expr>) -> syn::Result<RetryMethodArg> {
-    const EXPECTED: &str =
-        "expected `fixed(delay, max)`, `linear(delay, increment, max)`, `exponential(delay, factor, max)` \
+    const EXPECTED: &str = "expected `fixed(delay, max)`, `linear(delay, increment, max)`, `exponential(delay, factor, max)` \
          or a path to a `fn(u32) -> Option<Duration>`";
     match value {
         Some(Expr::Call(call)) => {
@@ -188,14 +226,26 @@ fn retry_method(span: Span, value: Option<Expr>) -> syn::Result<RetryMethodArg> 
                 _ => return Err(syn::Error::new(helper.span(), EXPECTED)),
             };
             if call.args.len() != arity {
-                return Err(syn::Error::new_spanned(&call.args, format!("`{helper}` takes {arity} numbers")));
+                return Err(syn::Error::new_spanned(
+                    &call.args,
+                    format!("`{helper}` takes {arity} numbers"),
+                ));
             }
             for arg in &call.args {
-                if !matches!(arg, Expr::Lit(ExprLit { lit: Lit::Int(_) | Lit::Float(_), .. })) {
+                if !matches!(
+                    arg,
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(_) | Lit::Float(_),
+                        ..
+                    })
+                ) {
                     return Err(syn::Error::new_spanned(arg, "expected a number literal"));
                 }
             }
-            Ok(RetryMethodArg::Builtin { helper, args: call.args.into_iter().collect() })
+            Ok(RetryMethodArg::Builtin {
+                helper,
+                args: call.args.into_iter().collect(),
+            })
         }
         Some(Expr::Path(path)) if path.qself.is_none() => Ok(RetryMethodArg::Custom(path.path)),
         Some(other) => Err(syn::Error::new_spanned(other, EXPECTED)),
@@ -206,42 +256,71 @@ fn retry_method(span: Span, value: Option<Expr>) -> syn::Result<RetryMethodArg> 
 /// A positive number of seconds.
 fn seconds(key: &str, span: Span, value: Option<Expr>) -> syn::Result<Lit> {
     match value {
-        Some(Expr::Lit(ExprLit { lit: lit @ (Lit::Int(_) | Lit::Float(_)), .. })) => {
+        Some(Expr::Lit(ExprLit {
+            lit: lit @ (Lit::Int(_) | Lit::Float(_)),
+            ..
+        })) => {
             let positive = match &lit {
                 Lit::Int(int) => int.base10_parse::<u64>().is_ok_and(|n| n > 0),
-                Lit::Float(float) => float.base10_parse::<f64>().is_ok_and(|f| f > 0.0 && f.is_finite()),
+                Lit::Float(float) => float
+                    .base10_parse::<f64>()
+                    .is_ok_and(|f| f > 0.0 && f.is_finite()),
                 _ => false,
             };
             if positive {
                 Ok(lit)
             } else {
-                Err(syn::Error::new(lit.span(), format!("`{key}` must be a positive number of seconds")))
+                Err(syn::Error::new(
+                    lit.span(),
+                    format!("`{key}` must be a positive number of seconds"),
+                ))
             }
         }
-        Some(other) => Err(syn::Error::new_spanned(other, format!("expected seconds: `{key} = 30` or `{key} = 2.5`"))),
-        None => Err(syn::Error::new(span, format!("expected `{key} = <seconds>`"))),
+        Some(other) => Err(syn::Error::new_spanned(
+            other,
+            format!("expected seconds: `{key} = 30` or `{key} = 2.5`"),
+        )),
+        None => Err(syn::Error::new(
+            span,
+            format!("expected `{key} = <seconds>`"),
+        )),
     }
 }
 
 /// A whole number.
 fn count(key: &str, span: Span, value: Option<Expr>) -> syn::Result<syn::LitInt> {
     match value {
-        Some(Expr::Lit(ExprLit { lit: Lit::Int(int), .. })) if int.base10_parse::<u32>().is_ok() => Ok(int),
-        Some(other) => Err(syn::Error::new(other.span(), format!("expected a whole number: `{key} = 10`"))),
-        None => Err(syn::Error::new(span, format!("expected `{key} = <number>`"))),
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        })) if int.base10_parse::<u32>().is_ok() => Ok(int),
+        Some(other) => Err(syn::Error::new(
+            other.span(),
+            format!("expected a whole number: `{key} = 10`"),
+        )),
+        None => Err(syn::Error::new(
+            span,
+            format!("expected `{key} = <number>`"),
+        )),
     }
 }
 
 fn validate_queue(value: &LitStr) -> syn::Result<()> {
     let text = value.value();
     if text.is_empty() || text.starts_with('.') || text.ends_with('.') || text.contains("..") {
-        return Err(syn::Error::new(value.span(), "a queue name is dot-separated parts, none of them empty"));
+        return Err(syn::Error::new(
+            value.span(),
+            "a queue name is dot-separated parts, none of them empty",
+        ));
     }
     Ok(())
 }
 
 fn unknown_message(what: &str) -> String {
-    let valid = KNOWN.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let valid = KNOWN
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("unknown task option {what}; expected one of {valid}")
 }
 

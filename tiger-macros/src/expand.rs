@@ -35,13 +35,20 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
         push_error(&mut errors, err);
         TaskArgs::default()
     });
-        let params = parameters(&func, &mut errors);
+    let params = parameters(&func, &mut errors);
     for keys in [&args.unique_key, &args.lock_key].into_iter().flatten() {
         for key in keys {
             if !params.iter().any(|p| p.ident == key.value()) {
                 let names: Vec<String> = params.iter().map(|p| format!("`{}`", p.ident)).collect();
-                let listed = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
-                let message = format!("`{}` is not a parameter of this task; its parameters are {listed}", key.value());
+                let listed = if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                };
+                let message = format!(
+                    "`{}` is not a parameter of this task; its parameters are {listed}",
+                    key.value()
+                );
                 push_error(&mut errors, syn::Error::new(key.span(), message));
             }
         }
@@ -128,8 +135,7 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
         Some(name) => quote!(#name),
         None => quote!(::core::concat!(::core::module_path!(), ":", #fn_name)),
     };
-        let options = spec_options(args);
-
+    let options = spec_options(args);
 
     let idents: Vec<&Ident> = params.iter().map(|p| &p.ident).collect();
     let types: Vec<&Type> = params.iter().map(|p| &p.ty).collect();
@@ -224,7 +230,11 @@ fn spec_options(args: &TaskArgs) -> TokenStream {
         let value = some(quote!(#queue));
         fields.extend(quote!(queue: #value,));
     }
-    for (field, flag) in [("unique", args.unique), ("lock", args.lock), ("retry", args.retry)] {
+    for (field, flag) in [
+        ("unique", args.unique),
+        ("lock", args.lock),
+        ("retry", args.retry),
+    ] {
         if let Some(flag) = flag {
             let field = syn::Ident::new(field, proc_macro2::Span::call_site());
             fields.extend(quote!(#field: #flag,));
@@ -251,12 +261,24 @@ fn spec_options(args: &TaskArgs) -> TokenStream {
         let value = match method {
             RetryMethodArg::Builtin { helper, args } => {
                 let last = args.len() - 1;
-                let values = args.iter().enumerate().map(|(i, arg)| if i == last { quote!(#arg) } else { quote!(#arg as f64) });
+                let values = args.iter().enumerate().map(|(i, arg)| {
+                    if i == last {
+                        quote!(#arg)
+                    } else {
+                        quote!(#arg as f64)
+                    }
+                });
                 some(quote!(::tiger::retry::#helper(#(#values),*)))
             }
             RetryMethodArg::Custom(path) => {
-                let last = path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
-                some(quote!(::tiger::RetryMethod::custom(::core::concat!(::core::module_path!(), ":", #last), #path)))
+                let last = path
+                    .segments
+                    .last()
+                    .map(|s| s.ident.to_string())
+                    .unwrap_or_default();
+                some(
+                    quote!(::tiger::RetryMethod::custom(::core::concat!(::core::module_path!(), ":", #last), #path)),
+                )
             }
         };
         fields.extend(quote!(retry_method: #value,));

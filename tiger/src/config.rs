@@ -40,11 +40,23 @@ pub struct Config {
     /// abandoned, for TaskTiger workers and (in a later release) tiger's own sweep.
     /// Default 60 s.
     pub active_task_update_timeout: Duration,
-        /// `DEFAULT_RETRY_METHOD`: how a task that retries but names no method is retried.
+    /// `DEFAULT_RETRY_METHOD`: how a task that retries but names no method is retried.
     /// Default `fixed(60, 3)`: three retries a minute apart.
     pub default_retry_method: crate::RetryMethod,
-    /// `LOCK_RETRY`: when a worker pops a unique task that is already running, the new copy
-    /// goes to `scheduled` this far in the future. Default 1 s.
+    /// `SELECT_TIMEOUT`: how often a worker runs its periodic chores (the scheduled sweep).
+    /// Default 1 s.
+    pub select_timeout: Duration,
+    /// `SCHEDULED_TASK_BATCH_SIZE`: at most this many due tasks move from scheduled to
+    /// queued per queue per sweep. Default 1000.
+    pub scheduled_task_batch_size: usize,
+    /// `QUEUE_SCHEDULED_TASKS_TIME`: one worker per group (same queue filters) sweeps
+    /// scheduled tasks per this interval. Zero lets every worker sweep. Default 1 s.
+    pub queue_scheduled_tasks_time: Duration,
+    /// `DEFAULT_HARD_TIMEOUT`: how long a task may run when neither the call nor the
+    /// attribute says. Default 300 s.
+    pub default_hard_timeout: Duration,
+    /// `LOCK_RETRY`: a task whose lock is taken, or a unique task popped while another copy
+    /// runs, goes to `scheduled` this far in the future. Default 1 s.
     pub lock_retry: Duration,
     /// `ONLY_QUEUES`: the queues a worker takes when it is given none. Empty means all.
     pub only_queues: Vec<String>,
@@ -68,8 +80,12 @@ impl Default for Config {
             store_tracebacks: true,
             active_task_update_timer: Duration::from_secs(10),
             active_task_update_timeout: Duration::from_secs(60),
-                        default_retry_method: crate::retry::fixed(60.0, 3),
+            default_retry_method: crate::retry::fixed(60.0, 3),
             lock_retry: Duration::from_secs(1),
+            select_timeout: Duration::from_secs(1),
+            scheduled_task_batch_size: 1000,
+            queue_scheduled_tasks_time: Duration::from_secs(1),
+            default_hard_timeout: Duration::from_secs(300),
             only_queues: Vec::new(),
             exclude_queues: Vec::new(),
             queue_refresh_interval: Duration::from_secs(5),

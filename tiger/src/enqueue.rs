@@ -11,11 +11,7 @@ use crate::{
     Error, Result, RetryMethod, Tiger,
     keys::State,
     scripts::{self, Enqueue, Enqueued},
-    task::{
-        TaskId, TaskSpec, current,
-        ids::derived_id,
-        outcome::exception_name_of,
-    },
+    task::{TaskId, TaskSpec, current, ids::derived_id, outcome::exception_name_of},
     time::now,
 };
 
@@ -100,8 +96,16 @@ impl Delay {
     /// A call of the task `spec` with arguments already written as a JSON list. Generated
     /// code calls this; use `my_task::delay(...)`.
     #[doc(hidden)]
-    pub fn new(spec: &'static TaskSpec, args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>) -> Delay {
-        Delay { spec, args, tiger: None, options: CallOptions::default() }
+    pub fn new(
+        spec: &'static TaskSpec,
+        args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>,
+    ) -> Delay {
+        Delay {
+            spec,
+            args,
+            tiger: None,
+            options: CallOptions::default(),
+        }
     }
 
     /// Enqueues through `tiger`. Without it, `delay` uses the handle of the worker running the
@@ -161,7 +165,10 @@ impl Delay {
     /// Retries only errors of type `E` (adds to the per-call list, which replaces the
     /// attribute's `retry_on`). Implies `retry`.
     pub fn retry_on<E: 'static>(mut self) -> Delay {
-        self.options.retry_on.get_or_insert_with(Vec::new).push(exception_name_of::<E>());
+        self.options
+            .retry_on
+            .get_or_insert_with(Vec::new)
+            .push(exception_name_of::<E>());
         self
     }
 
@@ -193,7 +200,10 @@ impl Delay {
 
     async fn enqueue(self) -> Result<TaskId> {
         let spec = self.spec;
-        let serialize_error = |source| Error::Serialize { task: spec.name.to_owned(), source };
+        let serialize_error = |source| Error::Serialize {
+            task: spec.name.to_owned(),
+            source,
+        };
         let args = self.args.map_err(serialize_error)?;
         let tiger = match self.tiger.or_else(current::current) {
             Some(tiger) => tiger,
@@ -206,7 +216,10 @@ impl Delay {
             (None, None) => tiger.config().default_queue.as_str(),
         };
         if queue.is_empty() {
-            return Err(Error::Config(format!("`{}` was given an empty queue name", spec.name)));
+            return Err(Error::Config(format!(
+                "`{}` was given an empty queue name",
+                spec.name
+            )));
         }
         let unique_key = key_list(spec, options.unique_key.as_deref(), spec.unique_key)?;
         let lock_key = key_list(spec, options.lock_key.as_deref(), spec.lock_key)?;
@@ -217,24 +230,53 @@ impl Delay {
         // names fields keeps its arguments there, by parameter name, and Python computes
         // the same ids.
         let (args, kwargs) = match args {
-            Some(list) if unique_key.is_some() || lock_key.is_some() => (None, Some(as_kwargs(spec, &list)?)),
+            Some(list) if unique_key.is_some() || lock_key.is_some() => {
+                (None, Some(as_kwargs(spec, &list)?))
+            }
             other => (other, None),
         };
         let id = if unique {
-            let hashed = derived_id(spec.name, args.as_deref().map(RawValue::get), kwargs.as_deref().map(RawValue::get), unique_key.as_deref());
-            TaskId::from_hash(hashed.map_err(|err| Error::Config(format!("cannot hash the arguments of `{}`: {err}", spec.name)))?)
+            let hashed = derived_id(
+                spec.name,
+                args.as_deref().map(RawValue::get),
+                kwargs.as_deref().map(RawValue::get),
+                unique_key.as_deref(),
+            );
+            TaskId::from_hash(hashed.map_err(|err| {
+                Error::Config(format!(
+                    "cannot hash the arguments of `{}`: {err}",
+                    spec.name
+                ))
+            })?)
         } else {
             TaskId::random()
         };
 
         let config = tiger.config();
-        let retry_on = options.retry_on.clone().or_else(|| spec.retry_on.map(|r| (r.names)()));
-        let retries = options.retry.unwrap_or(spec.retry) || retry_on.is_some() || options.retry_method.is_some() || spec.retry_method.is_some();
-        let retry_method = retries.then(|| options.retry_method.or(spec.retry_method).unwrap_or(config.default_retry_method));
-        let max_queue_size = options.max_queue_size.or(spec.max_queue_size).filter(|n| *n > 0);
+        let retry_on = options
+            .retry_on
+            .clone()
+            .or_else(|| spec.retry_on.map(|r| (r.names)()));
+        let retries = options.retry.unwrap_or(spec.retry)
+            || retry_on.is_some()
+            || options.retry_method.is_some()
+            || spec.retry_method.is_some();
+        let retry_method = retries.then(|| {
+            options
+                .retry_method
+                .or(spec.retry_method)
+                .unwrap_or(config.default_retry_method)
+        });
+        let max_queue_size = options
+            .max_queue_size
+            .or(spec.max_queue_size)
+            .filter(|n| *n > 0);
 
         let now = now();
-        let due = options.when.map(|when| when.timestamp(now)).filter(|at| *at > now);
+        let due = options
+            .when
+            .map(|when| when.timestamp(now))
+            .filter(|at| *at > now);
         let (state, score) = match due {
             Some(at) => (State::Scheduled, at),
             None => (State::Queued, now),
@@ -248,7 +290,10 @@ impl Delay {
             lock_key: lock_key.as_deref(),
             args: args.as_deref(),
             kwargs: kwargs.as_deref(),
-            hard_timeout: options.hard_timeout.map(|d| d.as_secs_f64()).filter(|s| *s > 0.0),
+            hard_timeout: options
+                .hard_timeout
+                .map(|d| d.as_secs_f64())
+                .filter(|s| *s > 0.0),
             retry_method: retry_method.map(RetryMethod::to_json),
             retry_on: retry_on.as_deref(),
             max_queue_size,
@@ -257,14 +302,28 @@ impl Delay {
             scheduled_at: score,
         };
         let json = serde_json::to_string(&task).map_err(serialize_error)?;
-        let step = Enqueue { queue, id: id.as_str(), state, score, json: &json, unique, max_queue_size };
+        let step = Enqueue {
+            queue,
+            id: id.as_str(),
+            state,
+            score,
+            json: &json,
+            unique,
+            max_queue_size,
+        };
         match scripts::enqueue(&tiger, &step).await? {
             Enqueued::Written => {}
             Enqueued::QueueFull => {
-                return Err(Error::QueueFull { queue: queue.to_owned(), max: max_queue_size.unwrap_or(0) });
+                return Err(Error::QueueFull {
+                    queue: queue.to_owned(),
+                    max: max_queue_size.unwrap_or(0),
+                });
             }
             Enqueued::UniqueInAnotherQueue => {
-                return Err(Error::UniqueInAnotherQueue { id: id.to_string(), queue: queue.to_owned() });
+                return Err(Error::UniqueInAnotherQueue {
+                    id: id.to_string(),
+                    queue: queue.to_owned(),
+                });
             }
         }
         tracing::debug!(task_id = %id, func = spec.name, queue, state = %state, "task enqueued");
@@ -314,36 +373,54 @@ struct NewTask<'a> {
 }
 
 /// The per-call key list if given, else the attribute's; every name must be a parameter.
-fn key_list(spec: &TaskSpec, call: Option<&[String]>, attribute: Option<&'static [&'static str]>) -> Result<Option<Vec<String>>> {
+fn key_list(
+    spec: &TaskSpec,
+    call: Option<&[String]>,
+    attribute: Option<&'static [&'static str]>,
+) -> Result<Option<Vec<String>>> {
     let keys: Option<Vec<String>> = match call {
         Some(keys) => Some(keys.to_vec()),
         None => attribute.map(|keys| keys.iter().map(|k| (*k).to_owned()).collect()),
     };
-    if let Some(keys) = &keys {
-        if let Some(bad) = keys.iter().find(|k| !spec.params.contains(&k.as_str())) {
-            return Err(Error::Config(format!(
-                "`{bad}` is not a parameter of `{}` (its parameters: {})",
-                spec.name,
-                spec.params.join(", ")
-            )));
-        }
+    if let Some(bad) = keys
+        .iter()
+        .flatten()
+        .find(|k| !spec.params.contains(&k.as_str()))
+    {
+        return Err(Error::Config(format!(
+            "`{bad}` is not a parameter of `{}` (its parameters: {})",
+            spec.name,
+            spec.params.join(", ")
+        )));
     }
     Ok(keys)
 }
 
 /// Re-writes a JSON list of arguments as an object keyed by parameter name.
 fn as_kwargs(spec: &TaskSpec, list: &RawValue) -> Result<Box<RawValue>> {
-    let values: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|source| Error::Serialize { task: spec.name.to_owned(), source })?;
+    let values: Vec<&RawValue> =
+        serde_json::from_str(list.get()).map_err(|source| Error::Serialize {
+            task: spec.name.to_owned(),
+            source,
+        })?;
     let mut object = String::with_capacity(list.get().len() + 16 * values.len());
     object.push('{');
     for (i, (name, value)) in spec.params.iter().zip(values).enumerate() {
         if i > 0 {
             object.push(',');
         }
-        object.push_str(&serde_json::to_string(name).map_err(|source| Error::Serialize { task: spec.name.to_owned(), source })?);
+        object.push_str(
+            &serde_json::to_string(name).map_err(|source| Error::Serialize {
+                task: spec.name.to_owned(),
+                source,
+            })?,
+        );
         object.push(':');
         object.push_str(value.get());
     }
     object.push('}');
-    RawValue::from_string(object).map_err(|source| Error::Serialize { task: spec.name.to_owned(), source })
+    RawValue::from_string(object).map_err(|source| Error::Serialize {
+        task: spec.name.to_owned(),
+        source,
+    })
 }

@@ -44,7 +44,7 @@ pub enum Error {
         second: String,
     },
 
-        /// `max_queue_size`: the queue already holds that many queued, scheduled and active
+    /// `max_queue_size`: the queue already holds that many queued, scheduled and active
     /// tasks. Nothing was written.
     #[error("queue `{queue}` is full: it holds {max} or more tasks")]
     QueueFull {

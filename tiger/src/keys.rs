@@ -94,7 +94,7 @@ impl Keys {
         format!("{}:task:{}:executions_count", self.prefix, id)
     }
 
-        /// `t:lockv2:<lock_id>`: a task lock (the redis-py Lock protocol, shared with Python
+    /// `t:lockv2:<lock_id>`: a task lock (the redis-py Lock protocol, shared with Python
     /// workers).
     pub fn lock(&self, lock_id: &str) -> String {
         format!("{}:lockv2:{}", self.prefix, lock_id)
@@ -103,7 +103,10 @@ impl Keys {
     /// `t:lockv2:queue_scheduled_tasks:<group>`: lets one worker of a group (workers with
     /// the same queue filters) run the scheduled sweep per interval.
     pub fn scheduled_sweep_lock(&self, worker_group: &str) -> String {
-        format!("{}:lockv2:queue_scheduled_tasks:{}", self.prefix, worker_group)
+        format!(
+            "{}:lockv2:queue_scheduled_tasks:{}",
+            self.prefix, worker_group
+        )
     }
 
     /// `t:activity`: the channel a queue name is published on when a task is queued.

@@ -126,8 +126,8 @@ mod client;
 mod config;
 mod enqueue;
 mod error;
-pub mod retry;
 pub mod keys;
+pub mod retry;
 mod scripts;
 mod task;
 pub mod testing;
@@ -138,22 +138,23 @@ pub use cli::{WorkerArgs, init_logging, run_worker, run_worker_async};
 pub use client::{DEFAULT_REDIS_URL, Tiger};
 pub use config::Config;
 pub use enqueue::Delay;
+pub use enqueue::When;
 pub use error::{Error, Result};
 pub use keys::State;
-pub use enqueue::When;
 pub use retry::{RetryMethod, exponential, fixed, linear};
-pub use task::outcome::JobTimeout;
+pub use task::current::{CurrentTask, current_task};
+pub use task::outcome::{JobTimeout, Retry};
 pub use task::{RetryOn, TaskId, TaskSpec};
 pub use worker::{Worker, queue_matches};
 
 /// Used by the code `#[tiger::task]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
-        pub use crate::task::outcome::{chain_has, exception_name_of};
-    pub use crate::task::{RetryOn, TaskSpec};
     pub use crate::task::args::{ArgError, Args, ArgsWriter};
     pub use crate::task::outcome::{Body, BoxError, Outcome, TaskFailure, TaskReturn, outcome};
+    pub use crate::task::outcome::{chain_has, exception_name_of};
     pub use crate::task::registry::TaskEntry;
+    pub use crate::task::{RetryOn, TaskSpec};
     pub use inventory;
 
     /// What every task parameter type must be: it travels as JSON between processes.

@@ -55,7 +55,11 @@ pub const fn fixed(delay: f64, max: u32) -> RetryMethod {
 
 /// `linear(delay, increment, max)`: `delay + increment·(n−1)` seconds.
 pub const fn linear(delay: f64, increment: f64, max: u32) -> RetryMethod {
-    RetryMethod::Linear { delay, increment, max }
+    RetryMethod::Linear {
+        delay,
+        increment,
+        max,
+    }
 }
 
 /// `exponential(delay, factor, max)`: `delay·factor^(n−1)` seconds.
@@ -91,7 +95,11 @@ impl RetryMethod {
         let steps = f64::from(n - 1);
         let (delay, max) = match *self {
             RetryMethod::Fixed { delay, max } => (delay, max),
-            RetryMethod::Linear { delay, increment, max } => (delay + increment * steps, max),
+            RetryMethod::Linear {
+                delay,
+                increment,
+                max,
+            } => (delay + increment * steps, max),
             RetryMethod::Exponential { delay, factor, max } => (delay * factor.powf(steps), max),
             RetryMethod::Custom { delay, .. } => return delay(n).map(|d| d.as_secs_f64()),
         };
@@ -102,7 +110,11 @@ impl RetryMethod {
     pub(crate) fn to_json(self) -> Value {
         match self {
             RetryMethod::Fixed { delay, max } => json!([FIXED, [number(delay), max]]),
-            RetryMethod::Linear { delay, increment, max } => {
+            RetryMethod::Linear {
+                delay,
+                increment,
+                max,
+            } => {
                 json!([LINEAR, [number(delay), number(increment), max]])
             }
             RetryMethod::Exponential { delay, factor, max } => {
@@ -126,21 +138,33 @@ impl StoredRetry {
     /// Reads `[name, [args...]]`; `{}` stands for an empty argument list, as Lua's cjson
     /// writes it.
     pub(crate) fn from_json(value: &Value) -> Result<StoredRetry, String> {
-        let parts = value.as_array().filter(|p| p.len() == 2).ok_or("expected `[name, [args]]`")?;
+        let parts = value
+            .as_array()
+            .filter(|p| p.len() == 2)
+            .ok_or("expected `[name, [args]]`")?;
         let name = parts[0].as_str().ok_or("the method name is not a string")?;
         let args: Vec<f64> = match &parts[1] {
-            Value::Array(items) => items.iter().map(|v| v.as_f64().ok_or("a non-numeric argument")).collect::<Result<_, _>>()?,
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_f64().ok_or("a non-numeric argument"))
+                .collect::<Result<_, _>>()?,
             Value::Object(map) if map.is_empty() => Vec::new(),
             _ => return Err("the arguments are not a list".into()),
         };
         let max = |v: f64| -> Result<u32, String> {
-            if v >= 0.0 && v <= f64::from(u32::MAX) { Ok(v as u32) } else { Err(format!("`{v}` is not a retry count")) }
+            if v >= 0.0 && v <= f64::from(u32::MAX) {
+                Ok(v as u32)
+            } else {
+                Err(format!("`{v}` is not a retry count"))
+            }
         };
         let method = match (name, args.as_slice()) {
             (FIXED, &[delay, m]) => fixed(delay, max(m)?),
             (LINEAR, &[delay, increment, m]) => linear(delay, increment, max(m)?),
             (EXPONENTIAL, &[delay, factor, m]) => exponential(delay, factor, max(m)?),
-            (FIXED | LINEAR | EXPONENTIAL, _) => return Err(format!("`{name}` with arguments {args:?}")),
+            (FIXED | LINEAR | EXPONENTIAL, _) => {
+                return Err(format!("`{name}` with arguments {args:?}"));
+            }
             _ => return Ok(StoredRetry::Named(name.to_owned())),
         };
         Ok(StoredRetry::Builtin(method))
@@ -164,27 +188,59 @@ mod tests {
     #[test]
     fn tasktiger_maths() {
         let f = fixed(2.0, 3);
-        assert_eq!([1, 2, 3, 4].map(|n| f.delay(n)), [Some(2.0), Some(2.0), Some(2.0), None]);
+        assert_eq!(
+            [1, 2, 3, 4].map(|n| f.delay(n)),
+            [Some(2.0), Some(2.0), Some(2.0), None]
+        );
         let l = linear(1.0, 2.0, 3);
-        assert_eq!([1, 2, 3, 4].map(|n| l.delay(n)), [Some(1.0), Some(3.0), Some(5.0), None]);
+        assert_eq!(
+            [1, 2, 3, 4].map(|n| l.delay(n)),
+            [Some(1.0), Some(3.0), Some(5.0), None]
+        );
         let e = exponential(1.0, 2.0, 4);
-        assert_eq!([1, 2, 3, 4, 5].map(|n| e.delay(n)), [Some(1.0), Some(2.0), Some(4.0), Some(8.0), None]);
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(|n| e.delay(n)),
+            [Some(1.0), Some(2.0), Some(4.0), Some(8.0), None]
+        );
         assert_eq!(f.delay(0), Some(2.0), "n is never less than 1");
-        let c = RetryMethod::custom("app:backoff", |n| (n < 3).then(|| Duration::from_millis(u64::from(n) * 500)));
+        let c = RetryMethod::custom("app:backoff", |n| {
+            (n < 3).then(|| Duration::from_millis(u64::from(n) * 500))
+        });
         assert_eq!([1, 2, 3].map(|n| c.delay(n)), [Some(0.5), Some(1.0), None]);
     }
 
     #[test]
     fn stored_as_tasktiger_stores_them_and_read_back() {
-        assert_eq!(fixed(60.0, 3).to_json().to_string(), r#"["tasktiger.retry:_fixed",[60,3]]"#);
-        assert_eq!(linear(0.5, 1.0, 2).to_json().to_string(), r#"["tasktiger.retry:_linear",[0.5,1,2]]"#);
-        assert_eq!(exponential(1.0, 1.5, 9).to_json().to_string(), r#"["tasktiger.retry:_exponential",[1,1.5,9]]"#);
-        for method in [fixed(60.0, 3), linear(0.5, 1.0, 2), exponential(1.0, 1.5, 9)] {
-            assert_eq!(StoredRetry::from_json(&method.to_json()), Ok(StoredRetry::Builtin(method)));
+        assert_eq!(
+            fixed(60.0, 3).to_json().to_string(),
+            r#"["tasktiger.retry:_fixed",[60,3]]"#
+        );
+        assert_eq!(
+            linear(0.5, 1.0, 2).to_json().to_string(),
+            r#"["tasktiger.retry:_linear",[0.5,1,2]]"#
+        );
+        assert_eq!(
+            exponential(1.0, 1.5, 9).to_json().to_string(),
+            r#"["tasktiger.retry:_exponential",[1,1.5,9]]"#
+        );
+        for method in [
+            fixed(60.0, 3),
+            linear(0.5, 1.0, 2),
+            exponential(1.0, 1.5, 9),
+        ] {
+            assert_eq!(
+                StoredRetry::from_json(&method.to_json()),
+                Ok(StoredRetry::Builtin(method))
+            );
         }
         let named = serde_json::json!(["app.retry:custom", {}]);
-        assert_eq!(StoredRetry::from_json(&named), Ok(StoredRetry::Named("app.retry:custom".into())));
-        assert!(StoredRetry::from_json(&serde_json::json!(["tasktiger.retry:_fixed", [1]])).is_err());
+        assert_eq!(
+            StoredRetry::from_json(&named),
+            Ok(StoredRetry::Named("app.retry:custom".into()))
+        );
+        assert!(
+            StoredRetry::from_json(&serde_json::json!(["tasktiger.retry:_fixed", [1]])).is_err()
+        );
         assert!(StoredRetry::from_json(&serde_json::json!("nope")).is_err());
     }
 }

@@ -222,7 +222,9 @@ pub fn test_config() -> Config {
     Config {
         active_task_update_timer: Duration::from_millis(200),
         active_task_update_timeout: Duration::from_secs(2),
-        lock_retry: Duration::from_millis(500),
+        lock_retry: Duration::from_millis(300),
+        select_timeout: Duration::from_millis(100),
+        queue_scheduled_tasks_time: Duration::ZERO,
         queue_refresh_interval: Duration::from_millis(500),
         ..Config::default()
     }

@@ -15,12 +15,17 @@ static DEQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("de
 static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("move_task.lua")));
 static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("schedule.lua")));
 static LOCK_RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lock_renew.lua")));
-static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lock_release.lua")));
+static LOCK_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lock_release.lua")));
 
 /// Moves up to `batch` due tasks of `queue` from scheduled to queued; returns how many.
 pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize) -> Result<usize> {
     let keys = tiger.keys();
-    let publish = if tiger.config().publish_queued_tasks { keys.activity() } else { String::new() };
+    let publish = if tiger.config().publish_queued_tasks {
+        keys.activity()
+    } else {
+        String::new()
+    };
     let moved = SCHEDULE
         .key(keys.queue(State::Scheduled, queue))
         .key(keys.queue(State::Queued, queue))
@@ -37,13 +42,22 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
 
 /// Renews the lock `key` if it still holds `token`.
 pub(crate) async fn lock_renew(tiger: &Tiger, key: &str, token: &str, ttl_ms: u64) -> Result<bool> {
-    let renewed: i64 = LOCK_RENEW.key(key).arg(token).arg(ttl_ms).invoke_async(&mut tiger.connection()).await?;
+    let renewed: i64 = LOCK_RENEW
+        .key(key)
+        .arg(token)
+        .arg(ttl_ms)
+        .invoke_async(&mut tiger.connection())
+        .await?;
     Ok(renewed == 1)
 }
 
 /// Deletes the lock `key` if it still holds `token`.
 pub(crate) async fn lock_release(tiger: &Tiger, key: &str, token: &str) -> Result<bool> {
-    let released: i64 = LOCK_RELEASE.key(key).arg(token).invoke_async(&mut tiger.connection()).await?;
+    let released: i64 = LOCK_RELEASE
+        .key(key)
+        .arg(token)
+        .invoke_async(&mut tiger.connection())
+        .await?;
     Ok(released == 1)
 }
 
@@ -73,7 +87,9 @@ pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueue
     let keys = tiger.keys();
     let publish = task.state == State::Queued && tiger.config().publish_queued_tasks;
     let mut call = ENQUEUE.prepare_invoke();
-    call.key(keys.queue(task.state, task.queue)).key(keys.state_set(task.state)).key(keys.task(task.id));
+    call.key(keys.queue(task.state, task.queue))
+        .key(keys.state_set(task.state))
+        .key(keys.task(task.id));
     for state in State::ALL {
         call.key(keys.queue(state, task.queue));
     }
@@ -81,8 +97,16 @@ pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueue
         .arg(task.id)
         .arg(task.score)
         .arg(task.json)
-        .arg(if publish { keys.activity() } else { String::new() })
-        .arg(task.max_queue_size.map(|n| n.to_string()).unwrap_or_default())
+        .arg(if publish {
+            keys.activity()
+        } else {
+            String::new()
+        })
+        .arg(
+            task.max_queue_size
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        )
         .arg(if task.unique { "1" } else { "0" });
     let answer: i64 = call.invoke_async(&mut tiger.connection()).await?;
     Ok(match answer {

@@ -23,9 +23,20 @@ pub(crate) fn gen_unique_id(func: &str, args: Option<PyValue>, kwargs: PyValue) 
 /// The id TaskTiger derives from a task's stored arguments (JSON texts): with `keys`
 /// (`unique_key`, `lock_key`), from those `kwargs` fields only, absent ones as `null`, and
 /// `args` as `null`; else from all of `args` (default `[]`) and `kwargs` (default `{}`).
-pub(crate) fn derived_id(func: &str, args: Option<&str>, kwargs: Option<&str>, keys: Option<&[String]>) -> Result<String, PyJsonError> {
+pub(crate) fn derived_id(
+    func: &str,
+    args: Option<&str>,
+    kwargs: Option<&str>,
+    keys: Option<&[String]>,
+) -> Result<String, PyJsonError> {
     let parse = |text: Option<&str>, empty: PyValue| match text {
-        Some(text) => PyValue::parse(text).map(|value| if value == PyValue::Null { empty.clone() } else { value }),
+        Some(text) => PyValue::parse(text).map(|value| {
+            if value == PyValue::Null {
+                empty.clone()
+            } else {
+                value
+            }
+        }),
         None => Ok(empty),
     };
     let kwargs = parse(kwargs, PyValue::Dict(Vec::new()))?;
@@ -43,7 +54,10 @@ fn pick(kwargs: &PyValue, keys: &[String]) -> PyValue {
     };
     PyValue::dict(keys.iter().map(|key| {
         let found = entries.iter().rev().find(|(k, _)| k == key);
-        (key.clone(), found.map_or(PyValue::Null, |(_, value)| value.clone()))
+        (
+            key.clone(),
+            found.map_or(PyValue::Null, |(_, value)| value.clone()),
+        )
     }))
 }
 
@@ -82,7 +96,7 @@ mod tests {
                     .unwrap()
                     .iter()
                     .map(|pair| {
-                                                let key = match untag(&pair[0]) {
+                        let key = match untag(&pair[0]) {
                             PyValue::Str(s) => s,
                             other => panic!("key {other:?}"),
                         };
@@ -119,8 +133,11 @@ mod tests {
                 untag(&case["kwargs"])
             };
             let id = match case["unique_key"].as_array() {
-                                Some(keys) => {
-                    let keys: Vec<String> = keys.iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+                Some(keys) => {
+                    let keys: Vec<String> = keys
+                        .iter()
+                        .map(|k| k.as_str().unwrap().to_owned())
+                        .collect();
                     gen_unique_id(func, None, pick(&kwargs, &keys))
                 }
                 None => gen_unique_id(func, Some(args), kwargs),

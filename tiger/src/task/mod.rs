@@ -83,7 +83,7 @@ impl TaskId {
         TaskId(hex(&bytes))
     }
 
-        /// An id computed from the task (a unique task's or a lock's hash).
+    /// An id computed from the task (a unique task's or a lock's hash).
     pub(crate) fn from_hash(hash: String) -> TaskId {
         TaskId(hash)
     }

@@ -113,6 +113,61 @@ pub struct JobTimeout {
 /// TaskTiger's name for [`JobTimeout`].
 pub(crate) const JOB_TIMEOUT: &str = "tasktiger.exceptions:JobTimeoutException";
 
+/// Returned by a task (as its error) to ask to be retried, whatever its retry options:
+/// TaskTiger's `RetryException`. The delay comes from [`Retry::method`], else the task's
+/// retry method, else [`Config::default_retry_method`](crate::Config::default_retry_method).
+///
+/// ```
+/// # use std::time::Duration;
+/// #[tiger::task]
+/// async fn poll_upstream(job: u64) -> Result<(), tiger::Retry> {
+///     let ready = false; // ask the upstream service
+///     if !ready {
+///         // Try again in 30 s, at most 10 times; then drop the task quietly.
+///         return Err(tiger::Retry::new().method(tiger::fixed(30.0, 10)).log_error(false));
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the task asked to be retried")]
+pub struct Retry {
+    pub(crate) method: Option<crate::RetryMethod>,
+    pub(crate) log_error: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry::new()
+    }
+}
+
+impl Retry {
+    /// A retry with the task's own method.
+    pub fn new() -> Retry {
+        Retry {
+            method: None,
+            log_error: true,
+        }
+    }
+
+    /// Retries with `method` instead of the task's.
+    pub fn method(mut self, method: crate::RetryMethod) -> Retry {
+        self.method = Some(method);
+        self
+    }
+
+    /// With `false`, a task out of retries is dropped with a warning instead of moving to the
+    /// error state.
+    pub fn log_error(mut self, log_error: bool) -> Retry {
+        self.log_error = log_error;
+        self
+    }
+}
+
+/// TaskTiger's name for [`Retry`].
+pub(crate) const RETRY: &str = "tasktiger.exceptions:RetryException";
+
 /// The stored `exception_name` of error type `E`.
 pub fn exception_name_of<E: ?Sized>() -> String {
     exception_name(std::any::type_name::<E>())
@@ -165,6 +220,9 @@ fn error_chain(exception_name: &str, error: &(dyn StdError + 'static)) -> String
 pub(crate) fn exception_name(type_name: &str) -> String {
     if type_name == std::any::type_name::<JobTimeout>() {
         return JOB_TIMEOUT.to_owned();
+    }
+    if type_name == std::any::type_name::<Retry>() {
+        return RETRY.to_owned();
     }
     if ["alloc::string::String", "&str", "alloc::boxed::Box<dyn "]
         .iter()

@@ -12,7 +12,6 @@
 
 use std::fmt::Write as _;
 
-
 /// A JSON value with Python's distinctions: integers are unbounded, floats are floats even
 /// when integral.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +30,7 @@ pub(crate) enum PyValue {
 impl PyValue {
     /// A dict from `(name, value)` pairs with string keys.
     pub(crate) fn dict<I: IntoIterator<Item = (String, PyValue)>>(entries: I) -> PyValue {
-                PyValue::Dict(entries.into_iter().collect())
+        PyValue::Dict(entries.into_iter().collect())
     }
 
     /// `json.dumps(self, sort_keys=True)`.
@@ -187,7 +186,6 @@ impl std::fmt::Display for PyJsonError {
 }
 
 impl std::error::Error for PyJsonError {}
-
 
 /// A recursive-descent JSON reader that keeps integers exact.
 struct Parser<'a> {
@@ -416,8 +414,13 @@ mod tests {
 
     #[test]
     fn dicts_sort_keys_and_use_python_separators() {
-        let value = PyValue::parse(r#"{"b": [1, 2.0], "a": {"z": null, "y": true}, "é": 1, "Z": 2}"#).unwrap();
-        assert_eq!(value.dumps(), r#"{"Z": 2, "a": {"y": true, "z": null}, "b": [1, 2.0], "\u00e9": 1}"#);
+        let value =
+            PyValue::parse(r#"{"b": [1, 2.0], "a": {"z": null, "y": true}, "é": 1, "Z": 2}"#)
+                .unwrap();
+        assert_eq!(
+            value.dumps(),
+            r#"{"Z": 2, "a": {"y": true, "z": null}, "b": [1, 2.0], "\u00e9": 1}"#
+        );
     }
 
     /// What serde_json writes for Rust values reads back as Python would hold it.
@@ -430,7 +433,16 @@ mod tests {
             Tuple(u8, u8),
             Struct { a: u8 },
         }
-        let text = serde_json::to_string(&(E::Unit, E::New(1), E::Tuple(1, 2), E::Struct { a: 3 }, u128::MAX, 0.1f32, 1e-7)).unwrap();
+        let text = serde_json::to_string(&(
+            E::Unit,
+            E::New(1),
+            E::Tuple(1, 2),
+            E::Struct { a: 3 },
+            u128::MAX,
+            0.1f32,
+            1e-7,
+        ))
+        .unwrap();
         assert_eq!(
             PyValue::parse(&text).unwrap().dumps(),
             r#"["Unit", {"New": 1}, {"Tuple": [1, 2]}, {"Struct": {"a": 3}}, 340282366920938463463374607431768211455, 0.1, 1e-07]"#

@@ -83,7 +83,10 @@ mod tests {
         Err(ArgError::new("not called"))
     }
 
-        static SPEC: TaskSpec = TaskSpec { name: "m:f", ..TaskSpec::DEFAULT };
+    static SPEC: TaskSpec = TaskSpec {
+        name: "m:f",
+        ..TaskSpec::DEFAULT
+    };
     static A: TaskEntry = TaskEntry {
         spec: &SPEC,
         file: "src/a.rs",

@@ -31,7 +31,9 @@ pub(crate) struct StoredTask<'a> {
 }
 
 /// A list of strings, where `{}` (Lua cjson's empty list) and `null` count as absent.
-fn list_or_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+fn list_or_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Shape {
@@ -62,7 +64,14 @@ mod tests {
         assert_eq!(task.hard_timeout, Some(3.5));
         assert_eq!(task.retry_on.unwrap(), ["builtins:ValueError"]);
         assert_eq!(task.max_stored_executions, Some(0));
-        let bare: StoredTask<'_> = serde_json::from_str(r#"{"id":"ab","func":"m:f","retry_on":{},"lock_key":null}"#).unwrap();
-        assert!(bare.args.is_none() && !bare.unique && bare.retry_on.is_none() && bare.lock_key.is_none());
+        let bare: StoredTask<'_> =
+            serde_json::from_str(r#"{"id":"ab","func":"m:f","retry_on":{},"lock_key":null}"#)
+                .unwrap();
+        assert!(
+            bare.args.is_none()
+                && !bare.unique
+                && bare.retry_on.is_none()
+                && bare.lock_key.is_none()
+        );
     }
 }

@@ -9,11 +9,19 @@ use std::pin::Pin;
 use std::sync::Once;
 use std::task::{Context, Poll};
 
-use crate::Tiger;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use crate::Config;
+use crate::retry::StoredRetry;
 use crate::task::{
+    TaskSpec,
     args::Args,
-    current,
+    current::{self, Scope},
+    ids::derived_id,
     outcome::{Body, Outcome, TaskFailure},
+    outcome::{JOB_TIMEOUT, JobTimeout},
     registry::Registry,
     stored::StoredTask,
 };
@@ -30,17 +38,36 @@ pub const INVALID_ARGUMENTS: &str = "tiger:InvalidArguments";
 /// A popped task, decoded as far as possible.
 pub(crate) enum Prepared {
     /// Ready to run.
-    Run {
-        func: &'static str,
-        unique: bool,
-        body: Body,
-    },
+    Run(Plan),
     /// Cannot run: it goes to the error state with this failure.
     Reject { unique: bool, failure: TaskFailure },
 }
 
+/// Everything the worker needs to run a task and settle its outcome.
+pub(crate) struct Plan {
+    pub(crate) func: &'static str,
+    pub(crate) spec: &'static TaskSpec,
+    pub(crate) unique: bool,
+    /// The lock to hold while running (`lock` / `lock_key`), as a lock id.
+    pub(crate) lock_id: Option<String>,
+    pub(crate) hard_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    /// `max_stored_executions`.
+    pub(crate) keep_records: Option<u32>,
+    pub(crate) body: Body,
+}
+
+/// A task's stored retry options.
+#[derive(Debug, Default)]
+pub(crate) struct RetryPolicy {
+    /// `retry_method`, when the task retries.
+    pub(crate) method: Option<StoredRetry>,
+    /// `retry_on`: only these exception names retry.
+    pub(crate) retry_on: Option<Vec<String>>,
+}
+
 /// Decodes `body` (the JSON in `t:task:<id>`) and prepares the call.
-pub(crate) fn prepare(registry: &Registry, id: &str, body: &[u8]) -> Prepared {
+pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8]) -> Prepared {
     let reject = |unique, name: &str, text: String| Prepared::Reject {
         unique,
         failure: TaskFailure::message(name, text),
@@ -80,13 +107,50 @@ pub(crate) fn prepare(registry: &Registry, id: &str, body: &[u8]) -> Prepared {
         );
         return reject(task.unique, UNKNOWN_TASK, text);
     };
+    let args_text = task.args.map(RawValue::get);
+    let kwargs_text = task.kwargs.map(RawValue::get);
+    let lock_id = if task.lock || task.lock_key.is_some() {
+        match derived_id(&task.func, args_text, kwargs_text, task.lock_key.as_deref()) {
+            Ok(lock_id) => Some(lock_id),
+            Err(err) => {
+                return reject(
+                    task.unique,
+                    MALFORMED_TASK,
+                    format!("cannot derive the lock id: {err}"),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let method = task.retry_method.as_ref().and_then(|stored| match StoredRetry::from_json(stored) {
+        Ok(method) => Some(method),
+        Err(err) => {
+            tracing::warn!(task_id = id, %err, "ignoring a malformed `retry_method`; the task will not be retried");
+            None
+        }
+    });
+    let hard_timeout = task
+        .hard_timeout
+        .or(entry.spec.hard_timeout)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .filter(|limit| !limit.is_zero())
+        .unwrap_or(config.default_hard_timeout);
     let call = Args::parse(task.args, task.kwargs).and_then(|args| (entry.call)(&args));
     match call {
-        Ok(body) => Prepared::Run {
+        Ok(body) => Prepared::Run(Plan {
             func: entry.spec.name,
+            spec: entry.spec,
             unique: task.unique,
+            lock_id,
+            hard_timeout,
+            retry: RetryPolicy {
+                method,
+                retry_on: task.retry_on,
+            },
+            keep_records: task.max_stored_executions,
             body,
-        },
+        }),
         Err(err) => {
             let text = format!("the stored arguments do not fit `{}`: {err}", task.func);
             reject(task.unique, INVALID_ARGUMENTS, text)
@@ -94,21 +158,48 @@ pub(crate) fn prepare(registry: &Registry, id: &str, body: &[u8]) -> Prepared {
     }
 }
 
-/// Runs a prepared call to its outcome, with `tiger` as the handle that `delay` inside the
-/// task uses. A panic is caught and becomes a failure; a plain `fn` runs on Tokio's blocking
-/// pool so it never stalls the async threads.
-pub(crate) async fn run(body: Body, tiger: Tiger) -> Outcome {
+/// Runs a prepared call to its outcome inside `scope` (what `current_task()` and `delay`
+/// see), for at most `limit`. A panic is caught and becomes a failure. A plain `fn` runs on
+/// Tokio's blocking pool so it never stalls the async threads.
+///
+/// At the limit an `async fn` is cancelled (dropped at its next await) and the run fails
+/// with [`JobTimeout`]. A plain `fn` cannot be stopped from outside: the run fails with
+/// [`JobTimeout`] all the same, and its thread goes on until the function returns.
+pub(crate) async fn run(body: Body, scope: Scope, limit: Duration) -> Outcome {
+    let timed_out = || {
+        let error = JobTimeout {
+            seconds: limit.as_secs_f64(),
+        };
+        let traceback = format!("JobTimeoutException: {error}");
+        TaskFailure {
+            exception_name: JOB_TIMEOUT.to_owned(),
+            traceback,
+            error: Some(Box::new(error)),
+        }
+    };
     match body {
-        Body::Future(future) => current::scope(tiger, CatchPanic { future }).await,
+        Body::Future(future) => {
+            match tokio::time::timeout(limit, current::scope(scope, CatchPanic { future })).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(timed_out()),
+            }
+        }
         Body::Blocking(call) => {
-            match tokio::task::spawn_blocking(move || current::blocking(tiger, || guarded(call)))
-                .await
-            {
-                Ok(result) => result.and_then(|outcome| outcome),
-                Err(err) => Err(TaskFailure::message(
+            let thread =
+                tokio::task::spawn_blocking(move || current::blocking(scope, || guarded(call)));
+            match tokio::time::timeout(limit, thread).await {
+                Ok(Ok(result)) => result.and_then(|outcome| outcome),
+                Ok(Err(err)) => Err(TaskFailure::message(
                     PANIC,
                     format!("the task's thread ended early: {err}"),
                 )),
+                Err(_) => {
+                    tracing::warn!(
+                        ?limit,
+                        "a plain fn task ran past its hard timeout; its thread keeps running until the function returns"
+                    );
+                    Err(timed_out())
+                }
             }
         }
     }

@@ -1,16 +1,23 @@
-//! The end of a run: a success removes the task from Redis, a failure appends an execution
-//! record and moves the task to the error state.
+//! The end of a run: a success removes the task from Redis; a failure appends an execution
+//! record and then retries the task (to `scheduled`, after the retry delay), moves it to
+//! `error`, or — for a [`Retry`](crate::Retry) with `log_error(false)` out of retries —
+//! drops it. A task whose lock is taken goes back to `scheduled` without a record.
 
 use std::sync::LazyLock;
 
 use serde::Serialize;
 
+use super::execute::RetryPolicy;
 use crate::{
-    Result, Tiger,
+    Result, RetryMethod, Tiger,
     client::retrying,
     keys::State,
+    retry::StoredRetry,
     scripts::{self, Move, Zadd},
-    task::outcome::TaskFailure,
+    task::{
+        TaskSpec,
+        outcome::{Retry, TaskFailure},
+    },
     time::now,
 };
 
@@ -27,6 +34,13 @@ struct ExecutionRecord<'a> {
     host: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     traceback: Option<&'a str>,
+    /// Set for a [`Retry`] request, as TaskTiger sets it for a `RetryException`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_method: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_error: Option<bool>,
 }
 
 /// Which task a finish is about.
@@ -35,6 +49,86 @@ pub(crate) struct Finished<'a> {
     pub(crate) queue: &'a str,
     pub(crate) id: &'a str,
     pub(crate) unique: bool,
+}
+
+/// What happens to a task after a failed run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    /// Run it again this many seconds from now.
+    Retry(f64),
+    /// Keep it in the error state.
+    Error,
+    /// Out of retries and asked not to be logged: delete it.
+    Drop,
+}
+
+/// Decides what a failure means for the task, as TaskTiger's worker does: a [`Retry`]
+/// request always retries (its own method, else the task's, else the default); otherwise a
+/// task with a retry method retries unless `retry_on` names other errors. `n` is the number
+/// of failed executions including this one.
+pub(crate) fn verdict(
+    policy: &RetryPolicy,
+    spec: &TaskSpec,
+    failure: &TaskFailure,
+    n: u32,
+    default: RetryMethod,
+) -> Verdict {
+    let request = failure
+        .error
+        .as_deref()
+        .and_then(|error| error.downcast_ref::<Retry>());
+    let delay = match request {
+        Some(request) => match request.method {
+            Some(method) => method.delay(n),
+            None => match &policy.method {
+                Some(stored) => stored_delay(stored, spec, n),
+                None => default.delay(n),
+            },
+        },
+        None => {
+            let Some(stored) = &policy.method else {
+                return Verdict::Error;
+            };
+            if policy
+                .retry_on
+                .as_deref()
+                .is_some_and(|names| !retries_on(names, spec, failure))
+            {
+                return Verdict::Error;
+            }
+            stored_delay(stored, spec, n)
+        }
+    };
+    match (delay, request) {
+        (Some(seconds), _) => Verdict::Retry(seconds.max(0.0)),
+        (None, Some(request)) if !request.log_error => Verdict::Drop,
+        (None, _) => Verdict::Error,
+    }
+}
+
+/// Whether the failure is one `retry_on` lists: by its stored name, or, when the list is
+/// the attribute's own, by finding one of the attribute's types in the error's chain.
+fn retries_on(names: &[String], spec: &TaskSpec, failure: &TaskFailure) -> bool {
+    if names.contains(&failure.exception_name) {
+        return true;
+    }
+    match (spec.retry_on, failure.error.as_deref()) {
+        (Some(retry_on), Some(error)) => (retry_on.names)() == names && (retry_on.matches)(error),
+        _ => false,
+    }
+}
+
+fn stored_delay(stored: &StoredRetry, spec: &TaskSpec, n: u32) -> Option<f64> {
+    match stored {
+        StoredRetry::Builtin(method) => method.delay(n),
+        StoredRetry::Named(name) => match spec.retry_method {
+            Some(method @ RetryMethod::Custom { name: own, .. }) if own == name => method.delay(n),
+            _ => {
+                tracing::warn!(method = %name, "unknown retry method; the task will not be retried");
+                None
+            }
+        },
+    }
 }
 
 /// Removes a task that ran successfully. `Ok(false)`: it was no longer active here.
@@ -54,15 +148,36 @@ pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
     .await
 }
 
-/// Records `failure` and moves the task to the error state. `Ok(false)`: it was no longer
-/// active here, and nothing was written.
+/// Moves an active task back to `scheduled` at `at` (keeping an earlier due time), without
+/// a record: its lock was taken, so it did not run.
+pub(crate) async fn defer(tiger: &Tiger, task: Finished<'_>, at: f64) -> Result<bool> {
+    let step = Move {
+        id: task.id,
+        queue: task.queue,
+        from: State::Active,
+        to: Some((State::Scheduled, at, Zadd::Min)),
+        unique: task.unique,
+        record: None,
+        keep_records: None,
+    };
+    retrying("defer the task", || scripts::move_task(tiger, &step)).await
+}
+
+/// Settles a failed run: records `failure` and applies `verdict`. `Ok(false)`: the task
+/// was no longer active here, and nothing was written.
 pub(crate) async fn fail(
     tiger: &Tiger,
     task: Finished<'_>,
     started: f64,
     failure: &TaskFailure,
+    verdict: Verdict,
+    keep_records: Option<u32>,
 ) -> Result<bool> {
     let failed = now();
+    let request = failure
+        .error
+        .as_deref()
+        .and_then(|error| error.downcast_ref::<Retry>());
     let record = ExecutionRecord {
         time_started: started,
         time_failed: failed,
@@ -73,19 +188,33 @@ pub(crate) async fn fail(
             .config()
             .store_tracebacks
             .then_some(failure.traceback.as_str()),
+        retry: request.map(|_| true),
+        retry_method: request.and_then(|r| r.method).map(RetryMethod::to_json),
+        log_error: request.map(|r| r.log_error),
     };
     let record = serde_json::to_string(&record).map_err(|source| crate::Error::Serialize {
         task: task.id.to_owned(),
         source,
     })?;
+    let (to, record) = match verdict {
+        Verdict::Retry(delay) => (
+            Some((State::Scheduled, failed + delay, Zadd::Min)),
+            Some(record.as_str()),
+        ),
+        Verdict::Error => (
+            Some((State::Error, failed, Zadd::Plain)),
+            Some(record.as_str()),
+        ),
+        Verdict::Drop => (None, None),
+    };
     let step = Move {
         id: task.id,
         queue: task.queue,
         from: State::Active,
-        to: Some((State::Error, failed, Zadd::Plain)),
+        to,
         unique: task.unique,
-        record: Some(&record),
-        keep_records: None,
+        record,
+        keep_records,
     };
     retrying("record the task's failure", || {
         scripts::move_task(tiger, &step)
@@ -128,4 +257,140 @@ pub(crate) async fn key_type(tiger: &Tiger, id: &str) -> Result<String> {
             .await?)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::fixed;
+    use crate::task::outcome::outcome;
+
+    fn failure<E: Into<crate::task::outcome::BoxError>>(error: E) -> TaskFailure {
+        outcome(Err::<(), E>(error)).unwrap_err()
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("flaky")]
+    struct Flaky;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapped")]
+    struct Wrapper(#[source] Flaky);
+
+    static SPEC: TaskSpec = TaskSpec {
+        name: "m:f",
+        retry_on: Some(crate::task::RetryOn {
+            names: || vec![crate::task::outcome::exception_name_of::<Flaky>()],
+            matches: |error| crate::task::outcome::chain_has::<Flaky>(error),
+        }),
+        ..TaskSpec::DEFAULT
+    };
+
+    fn policy(method: Option<RetryMethod>, retry_on: Option<Vec<String>>) -> RetryPolicy {
+        RetryPolicy {
+            method: method.map(StoredRetry::Builtin),
+            retry_on,
+        }
+    }
+
+    #[test]
+    fn no_method_means_no_retry_and_a_method_retries_until_used_up() {
+        let default = fixed(60.0, 3);
+        let boom = failure("boom".to_owned());
+        assert_eq!(
+            verdict(&policy(None, None), &TaskSpec::DEFAULT, &boom, 1, default),
+            Verdict::Error
+        );
+        let p = policy(Some(fixed(2.0, 2)), None);
+        assert_eq!(
+            verdict(&p, &TaskSpec::DEFAULT, &boom, 1, default),
+            Verdict::Retry(2.0)
+        );
+        assert_eq!(
+            verdict(&p, &TaskSpec::DEFAULT, &boom, 2, default),
+            Verdict::Retry(2.0)
+        );
+        assert_eq!(
+            verdict(&p, &TaskSpec::DEFAULT, &boom, 3, default),
+            Verdict::Error
+        );
+    }
+
+    #[test]
+    fn retry_on_matches_names_and_the_attributes_types_through_the_chain() {
+        let default = fixed(60.0, 3);
+        let names = (SPEC.retry_on.unwrap().names)();
+        let p = policy(Some(fixed(1.0, 5)), Some(names.clone()));
+        assert_eq!(
+            verdict(&p, &SPEC, &failure(Flaky), 1, default),
+            Verdict::Retry(1.0)
+        );
+        assert_eq!(
+            verdict(&p, &SPEC, &failure(Wrapper(Flaky)), 1, default),
+            Verdict::Retry(1.0),
+            "found in the chain"
+        );
+        assert_eq!(
+            verdict(&p, &SPEC, &failure("other".to_owned()), 1, default),
+            Verdict::Error
+        );
+        let python = policy(Some(fixed(1.0, 5)), Some(vec!["builtins:Exception".into()]));
+        assert_eq!(
+            verdict(&python, &SPEC, &failure("other".to_owned()), 1, default),
+            Verdict::Retry(1.0),
+            "by name"
+        );
+    }
+
+    #[test]
+    fn a_retry_request_always_retries_and_may_drop_quietly() {
+        let default = fixed(60.0, 1);
+        let request = failure(Retry::new());
+        assert_eq!(
+            verdict(
+                &policy(None, None),
+                &TaskSpec::DEFAULT,
+                &request,
+                1,
+                default
+            ),
+            Verdict::Retry(60.0)
+        );
+        assert_eq!(
+            verdict(
+                &policy(None, None),
+                &TaskSpec::DEFAULT,
+                &request,
+                2,
+                default
+            ),
+            Verdict::Error
+        );
+        let own = failure(Retry::new().method(fixed(5.0, 1)).log_error(false));
+        assert_eq!(
+            verdict(
+                &policy(Some(fixed(9.0, 9)), None),
+                &TaskSpec::DEFAULT,
+                &own,
+                1,
+                default
+            ),
+            Verdict::Retry(5.0)
+        );
+        assert_eq!(
+            verdict(&policy(None, None), &TaskSpec::DEFAULT, &own, 2, default),
+            Verdict::Drop
+        );
+        let tasks = failure(Retry::new());
+        assert_eq!(
+            verdict(
+                &policy(Some(fixed(9.0, 9)), Some(vec!["x:Y".into()])),
+                &TaskSpec::DEFAULT,
+                &tasks,
+                1,
+                default
+            ),
+            Verdict::Retry(9.0)
+        );
+    }
 }

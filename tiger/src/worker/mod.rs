@@ -30,19 +30,25 @@ use crate::{
     client::{self, retrying},
     keys::State,
     scripts,
-    task::{outcome::TaskFailure, registry::Registry},
+    task::{
+        current::{CurrentTask, Scope},
+        outcome::TaskFailure,
+        registry::Registry,
+    },
     time::now,
 };
 
 mod execute;
 mod finish;
+mod locks;
 mod queues;
+mod schedule;
 
 pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
 pub use queues::queue_matches;
 
-use execute::Prepared;
-use finish::Finished;
+use execute::{Plan, Prepared};
+use finish::{Finished, Verdict};
 use queues::{Activity, QueueFilter};
 
 /// How long the loop backs off after Redis failed a dequeue.
@@ -172,6 +178,7 @@ impl Worker {
         let mut state = Loop {
             tiger: self.tiger,
             registry,
+            group: schedule::worker_group(&filter),
             filter,
             queues,
             activity,
@@ -190,6 +197,8 @@ struct Loop {
     tiger: Tiger,
     registry: Arc<Registry>,
     filter: QueueFilter,
+    /// TaskTiger's worker group name (same queue filters), for the scheduled-sweep lock.
+    group: String,
     /// Queues that may have queued tasks.
     queues: HashSet<String>,
     activity: Activity,
@@ -213,8 +222,12 @@ impl Loop {
         let mut heartbeat = tokio::time::interval(config.active_task_update_timer);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset();
+        let mut sweep = tokio::time::interval(config.select_timeout.max(Duration::from_millis(10)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
         let mut backoff_until: Option<tokio::time::Instant> = None;
+        // Due scheduled tasks count as queued work, also for `once`.
+        self.sweep_scheduled().await;
 
         loop {
             if !stopping && backoff_until.is_none_or(|until| until <= tokio::time::Instant::now()) {
@@ -248,7 +261,8 @@ impl Loop {
                 Some(done) = self.in_flight.join_next_with_id() => self.forget(done),
                 () = self.activity.notified(), if !stopping && has_room => {}
                 _ = refresh.tick(), if !stopping => self.refresh_queues().await,
-                _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
+                                _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
+                _ = sweep.tick(), if !stopping => self.sweep_scheduled().await,
                 () = sleep_until(backoff_until), if backoff_until.is_some() && !stopping => {}
             }
         }
@@ -261,6 +275,15 @@ impl Loop {
         self.queues.extend(pending.queues);
         if pending.resync {
             self.refresh_queues().await;
+        }
+    }
+
+    /// Moves due scheduled tasks to their queues (see [`schedule`]) and remembers those
+    /// queues.
+    async fn sweep_scheduled(&mut self) {
+        match schedule::sweep(&self.tiger, &self.filter, &self.group).await {
+            Ok(queues) => self.queues.extend(queues),
+            Err(err) => tracing::warn!(%err, "cannot move due scheduled tasks"),
         }
     }
 
@@ -326,8 +349,10 @@ impl Loop {
                 }
             }
         }
+        // Bodies and failure counts in one round trip: the count decides the retry delay.
         let keys = self.tiger.keys();
-        let task_keys: Vec<String> = valid.iter().map(|id| keys.task(id)).collect();
+        let mut task_keys: Vec<String> = valid.iter().map(|id| keys.task(id)).collect();
+        task_keys.extend(valid.iter().map(|id| keys.executions_count(id)));
         let read = retrying("read the task bodies", || async {
             Ok(redis::cmd("MGET")
                 .arg(&task_keys)
@@ -341,16 +366,27 @@ impl Loop {
                 return Err(err);
             }
         };
-        for (id, body) in valid.into_iter().zip(bodies) {
+        let (bodies, counts) = bodies.split_at(valid.len());
+        for ((id, body), count) in valid.into_iter().zip(bodies).zip(counts) {
+            let failures = count
+                .as_deref()
+                .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok())
+                .unwrap_or(0);
             let job = Job {
                 tiger: self.tiger.clone(),
                 queue: queue.to_owned(),
                 id: id.clone(),
                 started,
+                failures,
             };
             let future = match body {
                 Some(body) => job
-                    .run(execute::prepare(&self.registry, &id, &body))
+                    .run(execute::prepare(
+                        &self.registry,
+                        self.tiger.config(),
+                        &id,
+                        body,
+                    ))
                     .boxed(),
                 None => job.missing().boxed(),
             };
@@ -410,6 +446,8 @@ struct Job {
     id: String,
     /// When it became active (Unix seconds), for the execution record.
     started: f64,
+    /// Failed executions before this run (`executions_count`).
+    failures: u32,
 }
 
 trait BoxedFuture: Future<Output = ()> + Send + Sized + 'static {
@@ -423,29 +461,9 @@ impl<F: Future<Output = ()> + Send + 'static> BoxedFuture for F {}
 impl Job {
     async fn run(self, prepared: Prepared) {
         match prepared {
-            Prepared::Run { func, unique, body } => {
-                let span =
-                    tracing::info_span!("task", task_id = %self.id, func, queue = %self.queue);
-                async move {
-                    tracing::info!("task started");
-                    let clock = Instant::now();
-                    let outcome = execute::run(body, self.tiger.clone()).await;
-                                        let duration_ms = millis(clock.elapsed());
-                    let task = Finished { queue: &self.queue, id: &self.id, unique };
-                    let written = match &outcome {
-                        Ok(()) => {
-                            tracing::info!(duration_ms, "task succeeded");
-                            finish::succeed(&self.tiger, task).await
-                        }
-                        Err(failure) => {
-                            tracing::error!(duration_ms, exception = %failure.exception_name, error = failure.summary(), "task failed");
-                            finish::fail(&self.tiger, task, self.started, failure).await
-                        }
-                    };
-                    self.report(written);
-                }
-                .instrument(span)
-                .await;
+            Prepared::Run(plan) => {
+                let span = tracing::info_span!("task", task_id = %self.id, func = plan.func, queue = %self.queue);
+                self.execute(plan).instrument(span).await;
             }
             Prepared::Reject { unique, failure } => {
                 tracing::error!(
@@ -460,10 +478,109 @@ impl Job {
                     id: &self.id,
                     unique,
                 };
-                let written = finish::fail(&self.tiger, task, self.started, &failure).await;
+                let written = finish::fail(
+                    &self.tiger,
+                    task,
+                    self.started,
+                    &failure,
+                    Verdict::Error,
+                    None,
+                )
+                .await;
                 self.report(written);
             }
         }
+    }
+
+    /// Takes the task's lock (if it has one), runs it within its hard timeout, and settles
+    /// the outcome.
+    async fn execute(self, plan: Plan) {
+        let task = Finished {
+            queue: &self.queue,
+            id: &self.id,
+            unique: plan.unique,
+        };
+        let lock = match &plan.lock_id {
+            None => None,
+            Some(lock_id) => match locks::acquire(&self.tiger, lock_id).await {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => {
+                    let retry_at = now() + self.tiger.config().lock_retry.as_secs_f64();
+                    tracing::info!("task lock is taken; trying again later");
+                    self.report(finish::defer(&self.tiger, task, retry_at).await);
+                    return;
+                }
+                Err(err) => {
+                    self.report(Err(err));
+                    return;
+                }
+            },
+        };
+        tracing::info!("task started");
+        let clock = Instant::now();
+        let scope = Scope {
+            tiger: self.tiger.clone(),
+            task: CurrentTask {
+                id: self.id.clone(),
+                queue: self.queue.clone(),
+                func: plan.func,
+                retries: self.failures,
+            },
+        };
+        let running = execute::run(plan.body, scope, plan.hard_timeout);
+        let outcome = match &lock {
+            Some(lock) => lock.hold_during(&self.tiger, running).await,
+            None => running.await,
+        };
+        if let Some(lock) = lock {
+            lock.release(&self.tiger).await;
+        }
+        let duration_ms = millis(clock.elapsed());
+        let written = match &outcome {
+            Ok(()) => {
+                tracing::info!(duration_ms, "task succeeded");
+                finish::succeed(&self.tiger, task).await
+            }
+            Err(failure) => {
+                let n = self.failures.saturating_add(1);
+                let verdict = finish::verdict(
+                    &plan.retry,
+                    plan.spec,
+                    failure,
+                    n,
+                    self.tiger.config().default_retry_method,
+                );
+                let exception = &failure.exception_name;
+                let error = failure.summary();
+                match verdict {
+                    Verdict::Retry(delay) => tracing::warn!(
+                        duration_ms,
+                        exception,
+                        error,
+                        retry = n,
+                        retry_in_s = delay,
+                        "task failed; will retry"
+                    ),
+                    Verdict::Error => tracing::error!(duration_ms, exception, error, "task failed"),
+                    Verdict::Drop => tracing::warn!(
+                        duration_ms,
+                        exception,
+                        error,
+                        "task failed and is out of retries; dropped as it asked"
+                    ),
+                }
+                finish::fail(
+                    &self.tiger,
+                    task,
+                    self.started,
+                    failure,
+                    verdict,
+                    plan.keep_records,
+                )
+                .await
+            }
+        };
+        self.report(written);
     }
 
     /// `MGET` found no body: either the key is gone (nothing can run; the id is removed, as

@@ -52,11 +52,16 @@ impl QueueFilter {
         queue_matches(queue, &self.only, &self.exclude)
     }
 
-    /// The queues in `t:queued` that this worker takes. A name that is not UTF-8 cannot be
-    /// one of them; it is skipped with a warning.
+    /// The queues in `t:queued` that this worker takes.
     pub(crate) async fn queued(&self, tiger: &Tiger) -> Result<HashSet<String>> {
+        self.members(tiger, State::Queued).await
+    }
+
+    /// The queues in `t:<state>` that this worker takes. A name that is not UTF-8 cannot be
+    /// one of them; it is skipped with a warning.
+    pub(crate) async fn members(&self, tiger: &Tiger, state: State) -> Result<HashSet<String>> {
         let names: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-            .arg(tiger.keys().state_set(State::Queued))
+            .arg(tiger.keys().state_set(state))
             .query_async(&mut tiger.connection())
             .await?;
         let mut queues = HashSet::new();

@@ -1,0 +1,84 @@
+//! Task locks (`lock`, `lock_key`): the redis-py Lock protocol on `t:lockv2:<lock_id>`, so
+//! Python and Rust workers exclude each other. `SET NX PX` with a random token takes the
+//! lock for `ACTIVE_TASK_UPDATE_TIMEOUT`; while the task runs, the lock is renewed every
+//! `ACTIVE_TASK_UPDATE_TIMER` when it still holds the token; it is released the same way.
+//! A worker that dies leaves a lock that expires on its own.
+
+use std::time::Duration;
+
+use crate::{Result, Tiger, client::retrying, scripts, task::TaskId};
+
+/// A lock this worker holds.
+#[derive(Debug)]
+pub(crate) struct HeldLock {
+    key: String,
+    token: String,
+}
+
+/// Tries to take the lock `lock_id`. `Ok(None)`: someone else holds it.
+pub(crate) async fn acquire(tiger: &Tiger, lock_id: &str) -> Result<Option<HeldLock>> {
+    let key = tiger.keys().lock(lock_id);
+    let token = TaskId::random().to_string();
+    let ttl = ttl_ms(tiger);
+    let taken: Option<String> = retrying("take a task lock", || async {
+        Ok(redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut tiger.connection())
+            .await?)
+    })
+    .await?;
+    Ok(taken.map(|_| HeldLock { key, token }))
+}
+
+impl HeldLock {
+    /// Keeps the lock alive while `work` runs, renewing it every `ACTIVE_TASK_UPDATE_TIMER`.
+    pub(crate) async fn hold_during<F: std::future::Future>(
+        &self,
+        tiger: &Tiger,
+        work: F,
+    ) -> F::Output {
+        let period = tiger
+            .config()
+            .active_task_update_timer
+            .max(Duration::from_millis(10));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                _ = renew.tick() => match scripts::lock_renew(tiger, &self.key, &self.token, ttl_ms(tiger)).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(lock = %self.key, "task lock lost (expired or taken over) while the task runs"),
+                    Err(err) => tracing::warn!(lock = %self.key, %err, "cannot renew the task lock"),
+                },
+            }
+        }
+    }
+
+    /// Releases the lock if it is still ours.
+    pub(crate) async fn release(self, tiger: &Tiger) {
+        match retrying("release a task lock", || {
+            scripts::lock_release(tiger, &self.key, &self.token)
+        })
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lock = %self.key, "task lock had expired or was taken over before release")
+            }
+            Err(err) => {
+                tracing::warn!(lock = %self.key, %err, "cannot release the task lock; it expires on its own")
+            }
+        }
+    }
+}
+
+fn ttl_ms(tiger: &Tiger) -> u64 {
+    u64::try_from(tiger.config().active_task_update_timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
