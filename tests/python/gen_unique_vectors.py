@@ -115,7 +115,7 @@ def cases():
         key = rng.sample(sorted(kwargs) + ["absent"], rng.randrange(2)) or None
         out.append(case("random.mod:f%d" % n, args, kwargs, unique_key=key, note="random %d" % n))
     # Values the Rust test also builds from typed Rust values.
-    out.append(case("typed:a", [1, "é", 1e-05, 2**127, [True, None], {"b": 1, "a": 2.5}], {}, note="typed a"))
+    out.append(case("typed:a", [1, "é", 1e-05, 2**127, [True, None], {"b": 1.0, "a": 2.5}], {}, note="typed a"))
     out.append(case("typed:b", [], {"user_id": 42, "address": "ü@example.org"}, unique_key=["user_id"], note="typed b"))
     return out
 

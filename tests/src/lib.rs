@@ -456,3 +456,121 @@ pub fn chain_sync(token: String, n: u32) -> tiger::Result<()> {
     }
     Ok(())
 }
+
+/// Counts its runs per token and fails every time; retried twice, 0.2 s apart.
+#[tiger::task(queue = "retry", retry_method = fixed(0.2, 2))]
+pub async fn always_fails(token: String) -> Result<(), String> {
+    record(&token, tiger::current_task().map_or(0, |t| t.retries));
+    Err(format!("attempt failed for {token}"))
+}
+
+/// An error that `flaky` retries on.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream was flaky")]
+pub struct Flaky;
+
+/// An error that `flaky` does not retry on.
+#[derive(Debug, thiserror::Error)]
+#[error("the input was bad")]
+pub struct BadInput;
+
+/// Fails with [`Flaky`] until its `succeed_on`-th run (then succeeds), or with [`BadInput`]
+/// when `bad` is set. Retries only [`Flaky`], found anywhere in the error's chain.
+#[tiger::task(queue = "retry", retry_on = [Flaky], retry_method = fixed(0.1, 5))]
+pub async fn flaky(
+    token: String,
+    succeed_on: u32,
+    bad: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let run = tiger::current_task().map_or(0, |t| t.retries) + 1;
+    record(&token, run);
+    if bad {
+        return Err(Box::new(BadInput));
+    }
+    if run < succeed_on {
+        return Err(Box::new(std::io::Error::other(Flaky)));
+    }
+    Ok(())
+}
+
+/// Asks to be retried (with its own method) until its `times`-th run; with `quiet`, out of
+/// retries it is dropped instead of kept in error.
+#[tiger::task(queue = "retry")]
+pub async fn asks_again(token: String, times: u32, quiet: bool) -> Result<(), tiger::Retry> {
+    let run = tiger::current_task().map_or(0, |t| t.retries) + 1;
+    record(&token, run);
+    if run < times {
+        return Err(tiger::Retry::new()
+            .method(tiger::fixed(0.1, 2))
+            .log_error(!quiet));
+    }
+    Ok(())
+}
+
+/// Keeps only the last two records while failing four times.
+#[tiger::task(queue = "retry", retry_method = fixed(0.05, 3), max_stored_executions = 2)]
+pub async fn fails_four_times(token: String) -> Result<(), String> {
+    record(&token, ());
+    Err("again".into())
+}
+
+/// Runs far past its 0.3 s hard timeout unless cancelled.
+#[tiger::task(queue = "slow", hard_timeout = 0.3)]
+pub async fn sleepy(token: String) {
+    record(&token, "started".to_owned());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    record(&token, "finished".to_owned());
+}
+
+/// Unique by all its arguments.
+#[tiger::task(queue = "unique", unique)]
+pub async fn unique_note(token: String, label: String) {
+    record(&token, label);
+}
+
+/// Unique by `user` only.
+#[tiger::task(queue = "unique", unique_key = ["user"])]
+pub async fn keyed_note(user: u64, label: String) {
+    record(&format!("user-{user}"), label);
+}
+
+/// Holds (like [`hold()`]) under a lock keyed by `user`; records how many ran at once.
+#[tiger::task(queue = "locked", lock_key = ["user"])]
+pub async fn locked_hold(user: u64, token: String) -> Result<(), String> {
+    let running = {
+        let mut gates = GATES.lock().unwrap();
+        let entry = gates.entry(token.clone()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+        entry.0
+    };
+    record(&token, (user, running));
+    let result = hold(format!("{token}-{user}")).await;
+    GATES.lock().unwrap().get_mut(&token).unwrap().0 -= 1;
+    result
+}
+
+/// At most two queued, scheduled or active at once.
+#[tiger::task(queue = "bounded", max_queue_size = 2)]
+pub async fn bounded(n: u32) {
+    let _ = n;
+}
+
+/// The argument shapes of the "typed a" vector in tests/data/unique_ids.json.
+#[tiger::task(name = "typed:a", unique)]
+pub async fn typed_a(
+    a: u8,
+    b: String,
+    c: f64,
+    d: u128,
+    e: (bool, Option<u8>),
+    f: BTreeMap<String, f64>,
+) {
+    drop((a, b, c, d, e, f));
+}
+
+/// The "typed b" vector: unique by `user_id`.
+#[tiger::task(name = "typed:b", unique_key = ["user_id"])]
+pub async fn typed_b(user_id: u64, address: String) {
+    drop((user_id, address));
+}

@@ -173,11 +173,19 @@ pub fn exception_name_of<E: ?Sized>() -> String {
     exception_name(std::any::type_name::<E>())
 }
 
-/// Whether `error` or one of its sources is an `E`.
+/// Whether `error` or one of its sources is an `E`. An `std::io::Error` made from another
+/// error (`io::Error::other(e)`) counts `e` as its source, although `io::Error::source`
+/// skips it.
 pub fn chain_has<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
         if error.is::<E>() {
+            return true;
+        }
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if wrapped.is_some_and(|inner| chain_has::<E>(inner)) {
             return true;
         }
         next = error.source();
