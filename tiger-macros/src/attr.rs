@@ -20,6 +20,7 @@ const KNOWN: &[&str] = &[
     "hard_timeout",
     "max_queue_size",
     "max_stored_executions",
+    "schedule",
 ];
 
 /// A list of parameter names with the span of each, for errors.
@@ -32,6 +33,14 @@ pub(crate) enum RetryMethodArg {
     Builtin { helper: syn::Ident, args: Vec<Expr> },
     /// A path to `fn(u32) -> Option<Duration>`.
     Custom(Path),
+}
+
+/// `schedule = ...`.
+pub(crate) enum ScheduleArg {
+    /// `periodic(hours = 1, minutes = 30)`, added up into seconds.
+    Periodic(u64),
+    /// `cron("*/5 * * * *")`.
+    Cron(LitStr),
 }
 
 /// The parsed arguments of one `#[tiger::task(...)]`.
@@ -50,6 +59,8 @@ pub(crate) struct TaskArgs {
     pub(crate) hard_timeout: Option<Lit>,
     pub(crate) max_queue_size: Option<syn::LitInt>,
     pub(crate) max_stored_executions: Option<syn::LitInt>,
+    /// The span of the `schedule` key, for errors about the function.
+    pub(crate) schedule: Option<(ScheduleArg, Span)>,
 }
 
 impl TaskArgs {
@@ -119,6 +130,7 @@ impl TaskArgs {
             "hard_timeout" => set!(self.hard_timeout, seconds(&key, span, value)?),
             "max_queue_size" => set!(self.max_queue_size, count(&key, span, value)?),
             "max_stored_executions" => set!(self.max_stored_executions, count(&key, span, value)?),
+            "schedule" => set!(self.schedule, (schedule(span, value)?, span)),
             _ => return Err(syn::Error::new(span, unknown_message(&format!("`{key}`")))),
         }
         Ok(())
@@ -250,6 +262,80 @@ fn retry_method(span: Span, value: Option<Expr>) -> syn::Result<RetryMethodArg> 
         Some(Expr::Path(path)) if path.qself.is_none() => Ok(RetryMethodArg::Custom(path.path)),
         Some(other) => Err(syn::Error::new_spanned(other, EXPECTED)),
         None => Err(syn::Error::new(span, EXPECTED)),
+    }
+}
+
+fn schedule(span: Span, value: Option<Expr>) -> syn::Result<ScheduleArg> {
+    const EXPECTED: &str = "expected `periodic(seconds = .., minutes = .., hours = .., days = .., weeks = ..)` or `cron(\"* * * * *\")`";
+    let Some(Expr::Call(call)) = value else {
+        return Err(syn::Error::new(span, EXPECTED));
+    };
+    let helper = match &*call.func {
+        Expr::Path(path) => path.path.get_ident().map(|i| i.to_string()),
+        _ => None,
+    };
+    match helper.as_deref() {
+        Some("cron") => match call.args.first() {
+            Some(Expr::Lit(ExprLit {
+                lit: Lit::Str(expr),
+                ..
+            })) if call.args.len() == 1 => {
+                if expr.value().split_whitespace().count() != 5 {
+                    return Err(syn::Error::new(
+                        expr.span(),
+                        "a cron expression has five fields: minute hour day month weekday",
+                    ));
+                }
+                Ok(ScheduleArg::Cron(expr.clone()))
+            }
+            _ => Err(syn::Error::new_spanned(
+                &call.args,
+                "expected `cron(\"<five fields>\")`",
+            )),
+        },
+        Some("periodic") => {
+            let mut total: u64 = 0;
+            for arg in &call.args {
+                let Expr::Assign(assign) = arg else {
+                    return Err(syn::Error::new_spanned(
+                        arg,
+                        "expected `unit = number`, e.g. `hours = 1`",
+                    ));
+                };
+                let unit = match &*assign.left {
+                    Expr::Path(path) => path.path.get_ident().map(|i| i.to_string()),
+                    _ => None,
+                };
+                let seconds = match unit.as_deref() {
+                    Some("seconds") => 1,
+                    Some("minutes") => 60,
+                    Some("hours") => 3600,
+                    Some("days") => 86_400,
+                    Some("weeks") => 604_800,
+                    _ => {
+                        return Err(syn::Error::new_spanned(
+                            &assign.left,
+                            "expected `seconds`, `minutes`, `hours`, `days` or `weeks`",
+                        ));
+                    }
+                };
+                let count = match &*assign.right {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) => int.base10_parse::<u64>()?,
+                    other => return Err(syn::Error::new_spanned(other, "expected a whole number")),
+                };
+                total = total.saturating_add(count.saturating_mul(seconds));
+            }
+            if total == 0 {
+                return Err(syn::Error::new_spanned(
+                    &call,
+                    "a periodic schedule needs a positive period",
+                ));
+            }
+            Ok(ScheduleArg::Periodic(total))
+        }
+        _ => Err(syn::Error::new_spanned(&call.func, EXPECTED)),
     }
 }
 

@@ -12,7 +12,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, spanned::Spanned};
 
-use crate::attr::{RetryMethodArg, TaskArgs, push_error};
+use crate::attr::{RetryMethodArg, ScheduleArg, TaskArgs, push_error};
 
 /// One parameter of the task function.
 struct Param {
@@ -36,6 +36,15 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
         TaskArgs::default()
     });
     let params = parameters(&func, &mut errors);
+    if let (Some((_, span)), false) = (&args.schedule, params.is_empty()) {
+        push_error(
+            &mut errors,
+            syn::Error::new(
+                *span,
+                "a periodic task takes no parameters: each period runs it with none",
+            ),
+        );
+    }
     for keys in [&args.unique_key, &args.lock_key].into_iter().flatten() {
         for key in keys {
             if !params.iter().any(|p| p.ident == key.value()) {
@@ -230,8 +239,14 @@ fn spec_options(args: &TaskArgs) -> TokenStream {
         let value = some(quote!(#queue));
         fields.extend(quote!(queue: #value,));
     }
+    // A periodic task is always unique (set with the schedule below).
+    let unique = if args.schedule.is_some() {
+        None
+    } else {
+        args.unique
+    };
     for (field, flag) in [
-        ("unique", args.unique),
+        ("unique", unique),
         ("lock", args.lock),
         ("retry", args.retry),
     ] {
@@ -294,6 +309,14 @@ fn spec_options(args: &TaskArgs) -> TokenStream {
     if let Some(count) = &args.max_stored_executions {
         let value = some(quote!(#count));
         fields.extend(quote!(max_stored_executions: #value,));
+    }
+    if let Some((schedule, _)) = &args.schedule {
+        let value = match schedule {
+            ScheduleArg::Periodic(seconds) => some(quote!(::tiger::periodic(#seconds))),
+            ScheduleArg::Cron(expr) => some(quote!(::tiger::cron(#expr))),
+        };
+        // Periodic tasks are unique: one id for every period and every worker.
+        fields.extend(quote!(schedule: #value, unique: true,));
     }
     fields
 }

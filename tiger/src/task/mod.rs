@@ -41,6 +41,8 @@ pub struct TaskSpec {
     pub max_queue_size: Option<u64>,
     /// `max_stored_executions = ...`.
     pub max_stored_executions: Option<u32>,
+    /// `schedule = periodic(...)` or `schedule = cron("...")`: a periodic task.
+    pub schedule: Option<crate::Schedule>,
 }
 
 impl TaskSpec {
@@ -59,6 +61,7 @@ impl TaskSpec {
         hard_timeout: None,
         max_queue_size: None,
         max_stored_executions: None,
+        schedule: None,
     };
 }
 

@@ -67,6 +67,11 @@ impl Registry {
         self.tasks.len()
     }
 
+    /// The specs of every registered task.
+    pub(crate) fn specs(&self) -> impl Iterator<Item = &'static TaskSpec> + '_ {
+        self.tasks.values().map(|entry| entry.spec)
+    }
+
     /// Every registered name, sorted.
     pub(crate) fn names(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = self.tasks.keys().copied().collect();

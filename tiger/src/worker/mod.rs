@@ -41,8 +41,9 @@ use crate::{
 mod execute;
 mod finish;
 mod locks;
+mod periodic;
 mod queues;
-mod schedule;
+mod sweep;
 
 pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
 pub use queues::queue_matches;
@@ -163,6 +164,7 @@ impl Worker {
                 .unwrap_or_else(|| config.exclude_queues.clone()),
         };
         execute::install_panic_hook();
+        periodic::queue_missing(&self.tiger, &registry, &filter).await?;
         let queues = filter.queued(&self.tiger).await?;
         tracing::debug!(names = ?registry.names(), "registered tasks");
         tracing::info!(
@@ -178,7 +180,7 @@ impl Worker {
         let mut state = Loop {
             tiger: self.tiger,
             registry,
-            group: schedule::worker_group(&filter),
+            group: sweep::worker_group(&filter),
             filter,
             queues,
             activity,
@@ -278,10 +280,10 @@ impl Loop {
         }
     }
 
-    /// Moves due scheduled tasks to their queues (see [`schedule`]) and remembers those
+    /// Moves due scheduled tasks to their queues (see [`sweep`]) and remembers those
     /// queues.
     async fn sweep_scheduled(&mut self) {
-        match schedule::sweep(&self.tiger, &self.filter, &self.group).await {
+        match sweep::sweep(&self.tiger, &self.filter, &self.group).await {
             Ok(queues) => self.queues.extend(queues),
             Err(err) => tracing::warn!(%err, "cannot move due scheduled tasks"),
         }
@@ -516,6 +518,15 @@ impl Job {
                 }
             },
         };
+        if plan.spec.schedule.is_some() {
+            // Before the run, so that a failing or crashing run never stops the schedule.
+            match periodic::queue_next(&self.tiger, plan.spec, &self.queue).await {
+                Ok(at) => tracing::debug!(at, "queued the next period"),
+                Err(err) => {
+                    tracing::error!(%err, "cannot queue the next period of a periodic task")
+                }
+            }
+        }
         tracing::info!("task started");
         let clock = Instant::now();
         let scope = Scope {
