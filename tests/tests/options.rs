@@ -567,3 +567,64 @@ async fn ids_from_typed_rust_arguments_equal_python_tasktigers() {
         .unwrap();
     assert_eq!(b.as_str(), expected("typed b"));
 }
+
+#[tokio::test]
+async fn always_eager_runs_due_tasks_in_process_and_schedules_the_rest() {
+    let redis = tiger::testing::TestRedis::start().unwrap();
+    let config = tiger::Config {
+        always_eager: true,
+        ..tiger::testing::test_config()
+    };
+    let tiger = redis.tiger_with(config).await.unwrap();
+    let token = token();
+    note::delay(token.clone(), "now".into())
+        .on(&tiger)
+        .await
+        .unwrap();
+    note::delay(token.clone(), "zero".into())
+        .when(Duration::ZERO)
+        .on(&tiger)
+        .await
+        .unwrap();
+    note::delay(token.clone(), "past".into())
+        .when(std::time::SystemTime::UNIX_EPOCH)
+        .on(&tiger)
+        .await
+        .unwrap();
+    assert_eq!(take::<String>(&token), ["now", "zero", "past"]);
+    let later = note::delay(token.clone(), "later".into())
+        .when(Duration::from_secs(60))
+        .on(&tiger)
+        .await
+        .unwrap();
+    assert_eq!(take::<String>(&token).len(), 0);
+
+    let err = charge::delay(token.clone(), 5)
+        .on(&tiger)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, tiger::Error::TaskFailed { exception_name, .. } if exception_name == "tiger_tests:ChargeError"),
+        "{err}"
+    );
+    let err = pairs::delay(BTreeMap::from([((1, 2), 3)]))
+        .on(&tiger)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, tiger::Error::Serialize { .. }),
+        "arguments are still serialized: {err}"
+    );
+
+    let prefix = tiger.keys().prefix();
+    let keys = redis.keys(&tiger).await.unwrap();
+    let expected: std::collections::BTreeSet<String> = [
+        "scheduled".to_owned(),
+        "scheduled:default".to_owned(),
+        task_key(later.as_str()),
+    ]
+    .into_iter()
+    .map(|k| format!("{prefix}:{k}"))
+    .collect();
+    assert_eq!(keys, expected);
+}

@@ -55,6 +55,11 @@ pub struct Config {
     /// `DEFAULT_HARD_TIMEOUT`: how long a task may run when neither the call nor the
     /// attribute says. Default 300 s.
     pub default_hard_timeout: Duration,
+    /// `ALWAYS_EAGER`: `delay` runs a task that is due now in-process, right away, instead
+    /// of writing it to Redis (the arguments are still serialized and decoded, so bad input
+    /// surfaces). Tasks for later still go to Redis. For tests and local development.
+    /// Default `false`.
+    pub always_eager: bool,
     /// `LOCK_RETRY`: a task whose lock is taken, or a unique task popped while another copy
     /// runs, goes to `scheduled` this far in the future. Default 1 s.
     pub lock_retry: Duration,
@@ -81,6 +86,7 @@ impl Default for Config {
             active_task_update_timer: Duration::from_secs(10),
             active_task_update_timeout: Duration::from_secs(60),
             default_retry_method: crate::retry::fixed(60.0, 3),
+            always_eager: false,
             lock_retry: Duration::from_secs(1),
             select_timeout: Duration::from_secs(1),
             scheduled_task_batch_size: 1000,

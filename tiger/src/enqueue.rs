@@ -302,6 +302,9 @@ impl Delay {
             scheduled_at: score,
         };
         let json = serde_json::to_string(&task).map_err(serialize_error)?;
+        if config.always_eager && state == State::Queued {
+            return eager::run(&tiger, spec, queue, id.clone(), &task, max_queue_size).await;
+        }
         let step = Enqueue {
             queue,
             id: id.as_str(),
@@ -423,4 +426,76 @@ fn as_kwargs(spec: &TaskSpec, list: &RawValue) -> Result<Box<RawValue>> {
         task: spec.name.to_owned(),
         source,
     })
+}
+
+/// `ALWAYS_EAGER`: the task runs here and now, through the same decoding and execution as
+/// in a worker.
+mod eager {
+    use super::NewTask;
+    use crate::{
+        Error, Result, Tiger,
+        keys::State,
+        task::{
+            TaskId, TaskSpec,
+            args::Args,
+            current::{CurrentTask, Scope},
+            registry::TaskEntry,
+        },
+        worker::execute,
+    };
+
+    pub(super) async fn run(
+        tiger: &Tiger,
+        spec: &'static TaskSpec,
+        queue: &str,
+        id: TaskId,
+        task: &NewTask<'_>,
+        max_queue_size: Option<u64>,
+    ) -> Result<TaskId> {
+        if let Some(max) = max_queue_size {
+            let keys = tiger.keys();
+            let mut pipe = redis::pipe();
+            for state in [State::Queued, State::Scheduled, State::Active] {
+                pipe.cmd("ZCARD").arg(keys.queue(state, queue));
+            }
+            let sizes: Vec<u64> = pipe.query_async(&mut tiger.connection()).await?;
+            if sizes.iter().sum::<u64>() >= max {
+                return Err(Error::QueueFull {
+                    queue: queue.to_owned(),
+                    max,
+                });
+            }
+        }
+        let entry = inventory::iter::<TaskEntry>
+            .into_iter()
+            .find(|entry| std::ptr::eq(entry.spec, spec) || entry.spec.name == spec.name)
+            .ok_or_else(|| Error::Config(format!("`{}` is not registered", spec.name)))?;
+        let failed = |exception_name: String, traceback: String| Error::TaskFailed {
+            task: spec.name.to_owned(),
+            exception_name,
+            traceback,
+        };
+        let body = Args::parse(task.args, task.kwargs)
+            .and_then(|args| (entry.call)(&args))
+            .map_err(|err| failed(execute::INVALID_ARGUMENTS.to_owned(), err.to_string()))?;
+        execute::install_panic_hook();
+        let scope = Scope {
+            tiger: tiger.clone(),
+            task: CurrentTask {
+                id: id.to_string(),
+                queue: queue.to_owned(),
+                func: spec.name,
+                retries: 0,
+            },
+        };
+        let limit = task
+            .hard_timeout
+            .or(spec.hard_timeout)
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            .unwrap_or(tiger.config().default_hard_timeout);
+        match execute::run(body, scope, limit).await {
+            Ok(()) => Ok(id),
+            Err(failure) => Err(failed(failure.exception_name, failure.traceback)),
+        }
+    }
 }

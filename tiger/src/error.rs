@@ -68,6 +68,18 @@ pub enum Error {
         queue: String,
     },
 
+    /// With [`Config::always_eager`](crate::Config::always_eager), the task ran in-process
+    /// and failed.
+    #[error("task `{task}` failed: {traceback}")]
+    TaskFailed {
+        /// The task's serialized name.
+        task: String,
+        /// `module:Name` of the error.
+        exception_name: String,
+        /// The error and its sources, or the panic.
+        traceback: String,
+    },
+
     /// A setting is out of range or malformed (an empty queue name, concurrency 0, …).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -38,7 +38,7 @@ use crate::{
     time::now,
 };
 
-mod execute;
+pub(crate) mod execute;
 mod finish;
 mod locks;
 mod periodic;
