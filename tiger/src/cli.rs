@@ -67,6 +67,7 @@ impl WorkerArgs {
     /// The worker's handle also becomes the process-wide one ([`Tiger::set_global`]) unless
     /// the program set one already, so `delay` calls outside tasks reach the same Redis.
     pub async fn run(self) -> Result<()> {
+        let shutdown = signals()?;
         let config = Config {
             redis_prefix: self.prefix.clone(),
             ..Config::default()
@@ -77,7 +78,7 @@ impl WorkerArgs {
         let mut worker = Worker::new(tiger)
             .concurrency(self.concurrency)
             .once(self.once)
-            .shutdown_on(signals());
+            .shutdown_on(shutdown);
         // As in TaskTiger, an empty list (`-q ""`, as a template leaves it) means "not given".
         let queues = non_empty(self.queues);
         if !queues.is_empty() {
@@ -103,37 +104,65 @@ fn parse_concurrency(text: &str) -> std::result::Result<usize, String> {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once; tasks
-/// still in flight then stay active in Redis until recovered.
-async fn signals() {
-    wait_for_signal().await;
-    tokio::spawn(async {
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting now without waiting for tasks in flight");
-        std::process::exit(130);
-    });
+/// Listens for SIGINT and SIGTERM from now on (so a signal that arrives while the worker
+/// starts is not lost to the default action) and returns a future that resolves on the
+/// first. A second one ends the process at once; tasks still in flight then stay active in
+/// Redis until recovered.
+fn signals() -> Result<impl Future<Output = ()> + Send + 'static> {
+    let mut listener = SignalListener::new()?;
+    Ok(async move {
+        listener.next().await;
+        tokio::spawn(async move {
+            listener.next().await;
+            tracing::warn!("second signal: exiting now without waiting for tasks in flight");
+            std::process::exit(130);
+        });
+    })
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when built.
+struct SignalListener {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    streams: [tokio::signal::unix::Signal; 2],
+}
+
+impl SignalListener {
+    fn new() -> Result<SignalListener> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let register = |kind| {
+                signal(kind).map_err(|source| crate::Error::Io {
+                    context: "cannot listen for signals".into(),
+                    source,
+                })
+            };
+            Ok(SignalListener {
+                streams: [
+                    register(SignalKind::interrupt())?,
+                    register(SignalKind::terminate())?,
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(SignalListener {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            let [interrupt, terminate] = &mut self.streams;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
