@@ -1,0 +1,4 @@
+#[tiger::task(retry_method = quadratic(1, 2))]
+async fn send(user: u64) {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[tiger::task]
+async fn count() -> u32 {
+    1
+}
+
+fn main() {}

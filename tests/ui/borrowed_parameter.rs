@@ -1,0 +1,4 @@
+#[tiger::task]
+async fn send(address: &str) {}
+
+fn main() {}

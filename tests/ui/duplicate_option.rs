@@ -1,0 +1,4 @@
+#[tiger::task(queue = "a", queue = "b")]
+async fn send(user: u64) {}
+
+fn main() {}

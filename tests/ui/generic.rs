@@ -1,0 +1,4 @@
+#[tiger::task]
+async fn send<T: serde::Serialize>(value: T) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tiger::task(lock_key = ["id"])]
+fn resize(path: String) {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+struct Connection;
+
+#[tiger::task]
+async fn send(conn: Connection) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tiger::task(schedule = periodic(hours = 1))]
+async fn report(day: String) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tiger::task(queue = 5, hard_timeout = "long")]
+async fn send(user: u64) {}
+
+fn main() {}
