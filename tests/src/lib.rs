@@ -574,3 +574,36 @@ pub async fn typed_a(
 pub async fn typed_b(user_id: u64, address: String) {
     drop((user_id, address));
 }
+
+/// What a batch test saw run, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// One call of [`batch_task()`] with these numbers.
+    Batch(Vec<u32>),
+    /// One call of [`non_batch_task()`].
+    Single(u32),
+}
+
+/// A batch task: one call per group, with every task's `(token, n)`. Fails when any `n`
+/// is 10.
+#[tiger::task(queue = "batch", batch)]
+pub async fn batch_task(calls: Vec<(String, u32)>) -> Result<(), String> {
+    let numbers: Vec<u32> = calls.iter().map(|(_, n)| *n).collect();
+    record(&calls[0].0, Ran::Batch(numbers.clone()));
+    if numbers.contains(&10) {
+        Err("10 is not allowed".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A plain task on the batch queue. Fails for 10.
+#[tiger::task(queue = "batch")]
+pub async fn non_batch_task(token: String, n: u32) -> Result<(), String> {
+    record(&token, Ran::Single(n));
+    if n == 10 {
+        Err("10 is not allowed".into())
+    } else {
+        Ok(())
+    }
+}

@@ -21,6 +21,7 @@ const KNOWN: &[&str] = &[
     "max_queue_size",
     "max_stored_executions",
     "schedule",
+    "batch",
 ];
 
 /// A list of parameter names with the span of each, for errors.
@@ -61,6 +62,8 @@ pub(crate) struct TaskArgs {
     pub(crate) max_stored_executions: Option<syn::LitInt>,
     /// The span of the `schedule` key, for errors about the function.
     pub(crate) schedule: Option<(ScheduleArg, Span)>,
+    /// `batch`: the function takes a `Vec` of its calls' arguments.
+    pub(crate) batch: Option<bool>,
 }
 
 impl TaskArgs {
@@ -123,6 +126,7 @@ impl TaskArgs {
             "unique" => set!(self.unique, flag(&key, value)?),
             "lock" => set!(self.lock, flag(&key, value)?),
             "retry" => set!(self.retry, flag(&key, value)?),
+            "batch" => set!(self.batch, flag(&key, value)?),
             "unique_key" => set!(self.unique_key, names(&key, span, value)?),
             "lock_key" => set!(self.lock_key, names(&key, span, value)?),
             "retry_on" => set!(self.retry_on, paths(&key, span, value)?),

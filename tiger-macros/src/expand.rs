@@ -14,7 +14,9 @@ use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, spanned::Spanned};
 
 use crate::attr::{RetryMethodArg, ScheduleArg, TaskArgs, push_error};
 
-/// One parameter of the task function.
+/// One parameter of a call of the task: the function's own, or for a `batch` task, one
+/// element of the item type (named `arg0`, `arg1`, ...).
+#[derive(Clone)]
 struct Param {
     ident: Ident,
     ty: Type,
@@ -36,6 +38,12 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
         TaskArgs::default()
     });
     let params = parameters(&func, &mut errors);
+    let batch = args.batch == Some(true);
+    let call_params = if batch {
+        batch_items(&func, &params, &mut errors)
+    } else {
+        params.clone()
+    };
     if let (Some((_, span)), false) = (&args.schedule, params.is_empty()) {
         push_error(
             &mut errors,
@@ -47,8 +55,11 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     for keys in [&args.unique_key, &args.lock_key].into_iter().flatten() {
         for key in keys {
-            if !params.iter().any(|p| p.ident == key.value()) {
-                let names: Vec<String> = params.iter().map(|p| format!("`{}`", p.ident)).collect();
+            if !call_params.iter().any(|p| p.ident == key.value()) {
+                let names: Vec<String> = call_params
+                    .iter()
+                    .map(|p| format!("`{}`", p.ident))
+                    .collect();
                 let listed = if names.is_empty() {
                     "none".to_owned()
                 } else {
@@ -65,7 +76,7 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     if let Some(err) = errors {
         return with_errors(quote!(#func), err);
     }
-    generate(&func, &args, &params)
+    generate(&func, &args, &call_params, batch)
 }
 
 fn with_errors(item: TokenStream, err: syn::Error) -> TokenStream {
@@ -135,7 +146,7 @@ fn parameters(func: &ItemFn, errors: &mut Option<syn::Error>) -> Vec<Param> {
     params
 }
 
-fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
+fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> TokenStream {
     let vis = &func.vis;
     let ident = &func.sig.ident;
     let fn_name = ident.to_string();
@@ -160,11 +171,84 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
         let (ident, ty) = (&p.ident, &p.ty);
         quote_spanned!(ty.span()=> .arg::<#ty>(&#ident))
     });
-    let reads = params.iter().enumerate().map(|(index, p)| {
-        let (ident, ty, name) = (&p.ident, &p.ty, p.ident.to_string());
-        quote_spanned!(ty.span()=> let #ident = args.get::<#ty>(#index, #name)?;)
-    });
-    let body = call_body(func);
+    let reads: Vec<TokenStream> = params
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let (ident, ty, name) = (&p.ident, &p.ty, p.ident.to_string());
+            quote_spanned!(ty.span()=> let #ident = args.get::<#ty>(#index, #name)?;)
+        })
+        .collect();
+    let registration = if batch {
+        let item_types: Vec<&Type> = params.iter().map(|p| &p.ty).collect();
+        let (item_type, item) = match idents.as_slice() {
+            [single] => (quote!(#(#item_types)*), quote!(#single)),
+            _ => (quote!((#(#item_types,)*)), quote!((#(#idents,)*))),
+        };
+        let body = call_body(func, &[quote!(items)]);
+        quote! {
+            type __TigerItem = #item_type;
+
+            fn __tiger_decode(
+                args: &::tiger::__private::Args<'_>,
+            ) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, ::tiger::__private::ArgError> {
+                args.check(&[#(#names),*])?;
+                #(#reads)*
+                ::core::result::Result::Ok(::std::boxed::Box::new(#item))
+            }
+
+            fn __tiger_batch(
+                items: ::std::vec::Vec<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>>,
+            ) -> ::tiger::__private::Body {
+                let items: ::std::vec::Vec<__TigerItem> = items
+                    .into_iter()
+                    .map(|item| *item.downcast::<__TigerItem>().expect("a batch item decoded for this task"))
+                    .collect();
+                #body
+            }
+
+            fn __tiger_call(
+                args: &::tiger::__private::Args<'_>,
+            ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
+                ::core::result::Result::Ok(__tiger_batch(::std::vec![__tiger_decode(args)?]))
+            }
+
+            ::tiger::__private::inventory::submit! {
+                ::tiger::__private::TaskEntry {
+                    spec: &#ident::SPEC,
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                    call: __tiger_call,
+                    batch: ::core::option::Option::Some(::tiger::__private::BatchCalls {
+                        decode: __tiger_decode,
+                        call: __tiger_batch,
+                    }),
+                }
+            }
+        }
+    } else {
+        let args_list: Vec<TokenStream> = idents.iter().map(|i| quote!(#i)).collect();
+        let body = call_body(func, &args_list);
+        quote! {
+            fn __tiger_call(
+                args: &::tiger::__private::Args<'_>,
+            ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
+                args.check(&[#(#names),*])?;
+                #(#reads)*
+                ::core::result::Result::Ok(#body)
+            }
+
+            ::tiger::__private::inventory::submit! {
+                ::tiger::__private::TaskEntry {
+                    spec: &#ident::SPEC,
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                    call: __tiger_call,
+                    batch: ::core::option::Option::None,
+                }
+            }
+        }
+    };
 
     let handle_doc = format!(
         "The task [`{fn_name}()`](fn@{fn_name}): `{fn_name}::delay(...)` enqueues a call.\n\n\
@@ -210,22 +294,7 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param]) -> TokenStream {
                 #(#arg_checks)*
             };
 
-            fn __tiger_call(
-                args: &::tiger::__private::Args<'_>,
-            ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
-                args.check(&[#(#names),*])?;
-                #(#reads)*
-                ::core::result::Result::Ok(#body)
-            }
-
-            ::tiger::__private::inventory::submit! {
-                ::tiger::__private::TaskEntry {
-                    spec: &#ident::SPEC,
-                    file: ::core::file!(),
-                    line: ::core::line!(),
-                    call: __tiger_call,
-                }
-            }
+            #registration
         };
     }
 }
@@ -321,16 +390,57 @@ fn spec_options(args: &TaskArgs) -> TokenStream {
     fields
 }
 
+/// For a `batch` task: checks that the function takes one `Vec<Item>` and returns the
+/// parameters of one call, `arg0: A, arg1: B` for `Item = (A, B)`, `arg0: T` otherwise.
+fn batch_items(func: &ItemFn, params: &[Param], errors: &mut Option<syn::Error>) -> Vec<Param> {
+    const SHAPE: &str = "a `batch` task takes one parameter, a `Vec` of its calls' arguments: \
+                         `Vec<T>` for calls with one argument, `Vec<(A, B, ...)>` for several";
+    let item = match params {
+        [only] => vec_item(&only.ty),
+        _ => None,
+    };
+    let Some(item) = item else {
+        let span = params
+            .first()
+            .map_or(func.sig.ident.span(), |p| p.ty.span());
+        push_error(errors, syn::Error::new(span, SHAPE));
+        return Vec::new();
+    };
+    let types: Vec<Type> = match item {
+        Type::Tuple(tuple) if !tuple.elems.is_empty() => tuple.elems.iter().cloned().collect(),
+        other => vec![other.clone()],
+    };
+    types
+        .into_iter()
+        .enumerate()
+        .map(|(i, ty)| Param {
+            ident: Ident::new(&format!("arg{i}"), ty.span()),
+            ty,
+        })
+        .collect()
+}
+
+/// `T` of a type written `Vec<T>`.
+fn vec_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => {
+            match args.args.first()? {
+                syn::GenericArgument::Type(item) => Some(item),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The expression that runs the function: a future for `async fn`, a closure for `fn`.
-fn call_body(func: &ItemFn) -> TokenStream {
+fn call_body(func: &ItemFn, idents: &[TokenStream]) -> TokenStream {
     let ident = &func.sig.ident;
-    let idents = func.sig.inputs.iter().filter_map(|input| match input {
-        FnArg::Typed(typed) => match &*typed.pat {
-            Pat::Ident(pat) => Some(&pat.ident),
-            _ => None,
-        },
-        FnArg::Receiver(_) => None,
-    });
     let output_span = match &func.sig.output {
         ReturnType::Default => func.sig.ident.span(),
         ReturnType::Type(_, ty) => ty.span(),

@@ -60,6 +60,10 @@ pub struct Config {
     /// surfaces). Tasks for later still go to Redis. For tests and local development.
     /// Default `false`.
     pub always_eager: bool,
+    /// `BATCH_QUEUES`: `{queue: size}`. A worker takes up to `size` tasks at once from such a
+    /// queue (or a subqueue of it; the most specific dotted prefix wins) and runs them as one
+    /// group: a `batch` task gets them in one call. Default none.
+    pub batch_queues: std::collections::HashMap<String, usize>,
     /// `LOCK_RETRY`: a task whose lock is taken, or a unique task popped while another copy
     /// runs, goes to `scheduled` this far in the future. Default 1 s.
     pub lock_retry: Duration,
@@ -87,6 +91,7 @@ impl Default for Config {
             active_task_update_timeout: Duration::from_secs(60),
             default_retry_method: crate::retry::fixed(60.0, 3),
             always_eager: false,
+            batch_queues: std::collections::HashMap::new(),
             lock_retry: Duration::from_secs(1),
             select_timeout: Duration::from_secs(1),
             scheduled_task_batch_size: 1000,
@@ -97,5 +102,40 @@ impl Default for Config {
             queue_refresh_interval: Duration::from_secs(5),
             redis_response_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl Config {
+    /// How many tasks a worker takes at once from `queue` (`BATCH_QUEUES`, the most specific
+    /// dotted prefix of `queue` listed there), 1 when none is listed.
+    pub fn batch_size(&self, queue: &str) -> usize {
+        let mut prefix = queue;
+        loop {
+            if let Some(&size) = self.batch_queues.get(prefix) {
+                return size.max(1);
+            }
+            match prefix.rfind('.') {
+                Some(dot) => prefix = &prefix[..dot],
+                None => return 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_batch_queue_wins() {
+        let config = Config {
+            batch_queues: [("batch".to_owned(), 3), ("batch.small".to_owned(), 2)].into(),
+            ..Config::default()
+        };
+        assert_eq!(config.batch_size("batch"), 3);
+        assert_eq!(config.batch_size("batch.sub"), 3);
+        assert_eq!(config.batch_size("batch.small.x"), 2);
+        assert_eq!(config.batch_size("batches"), 1);
+        assert_eq!(config.batch_size("default"), 1);
     }
 }

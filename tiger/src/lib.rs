@@ -155,7 +155,7 @@ pub mod __private {
     pub use crate::task::args::{ArgError, Args, ArgsWriter};
     pub use crate::task::outcome::{Body, BoxError, Outcome, TaskFailure, TaskReturn, outcome};
     pub use crate::task::outcome::{chain_has, exception_name_of};
-    pub use crate::task::registry::TaskEntry;
+    pub use crate::task::registry::{BatchCalls, TaskEntry};
     pub use crate::task::{RetryOn, TaskSpec};
     pub use inventory;
 

@@ -20,6 +20,18 @@ pub struct TaskEntry {
     pub line: u32,
     /// Decodes stored arguments and prepares the call.
     pub call: fn(&Args<'_>) -> Result<Body, ArgError>,
+    /// For a `batch` task: how to decode one task's arguments, and to call the function with
+    /// the decoded arguments of many.
+    pub batch: Option<BatchCalls>,
+}
+
+/// The two halves of a `batch` task's call.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchCalls {
+    /// Decodes one task's arguments into the function's item type (boxed).
+    pub decode: fn(&Args<'_>) -> Result<Box<dyn std::any::Any + Send>, ArgError>,
+    /// Calls the function with the items of a group, in order.
+    pub call: fn(Vec<Box<dyn std::any::Any + Send>>) -> Body,
 }
 
 inventory::collect!(TaskEntry);
@@ -97,12 +109,14 @@ mod tests {
         file: "src/a.rs",
         line: 3,
         call: never,
+        batch: None,
     };
     static B: TaskEntry = TaskEntry {
         spec: &SPEC,
         file: "src/b.rs",
         line: 7,
         call: never,
+        batch: None,
     };
 
     #[test]

@@ -22,7 +22,7 @@ use crate::task::{
     ids::derived_id,
     outcome::{Body, Outcome, TaskFailure},
     outcome::{JOB_TIMEOUT, JobTimeout},
-    registry::Registry,
+    registry::{Registry, TaskEntry},
     stored::StoredTask,
 };
 
@@ -43,10 +43,18 @@ pub(crate) enum Prepared {
     Reject { unique: bool, failure: TaskFailure },
 }
 
+/// What running a task takes: a call ready to go, or, for a `batch` function, the decoded
+/// arguments waiting to be gathered with the group's others.
+pub(crate) enum Work {
+    Body(Body),
+    Item(Box<dyn std::any::Any + Send>),
+}
+
 /// Everything the worker needs to run a task and settle its outcome.
 pub(crate) struct Plan {
     pub(crate) func: &'static str,
     pub(crate) spec: &'static TaskSpec,
+    pub(crate) entry: &'static TaskEntry,
     pub(crate) unique: bool,
     /// The lock to hold while running (`lock` / `lock_key`), as a lock id.
     pub(crate) lock_id: Option<String>,
@@ -54,7 +62,8 @@ pub(crate) struct Plan {
     pub(crate) retry: RetryPolicy,
     /// `max_stored_executions`.
     pub(crate) keep_records: Option<u32>,
-    pub(crate) body: Body,
+    /// Taken when the task runs.
+    pub(crate) work: Option<Work>,
 }
 
 /// A task's stored retry options.
@@ -136,11 +145,15 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
         .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
         .filter(|limit| !limit.is_zero())
         .unwrap_or(config.default_hard_timeout);
-    let call = Args::parse(task.args, task.kwargs).and_then(|args| (entry.call)(&args));
-    match call {
-        Ok(body) => Prepared::Run(Plan {
+    let work = Args::parse(task.args, task.kwargs).and_then(|args| match entry.batch {
+        Some(batch) => (batch.decode)(&args).map(Work::Item),
+        None => (entry.call)(&args).map(Work::Body),
+    });
+    match work {
+        Ok(work) => Prepared::Run(Plan {
             func: entry.spec.name,
             spec: entry.spec,
+            entry,
             unique: task.unique,
             lock_id,
             hard_timeout,
@@ -149,7 +162,7 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
                 retry_on: task.retry_on,
             },
             keep_records: task.max_stored_executions,
-            body,
+            work: Some(work),
         }),
         Err(err) => {
             let text = format!("the stored arguments do not fit `{}`: {err}", task.func);

@@ -163,17 +163,24 @@ pub(crate) async fn defer(tiger: &Tiger, task: Finished<'_>, at: f64) -> Result<
     retrying("defer the task", || scripts::move_task(tiger, &step)).await
 }
 
+/// The times of a failed run, shared by every task of a group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunTimes {
+    pub(crate) started: f64,
+    pub(crate) failed: f64,
+}
+
 /// Settles a failed run: records `failure` and applies `verdict`. `Ok(false)`: the task
 /// was no longer active here, and nothing was written.
 pub(crate) async fn fail(
     tiger: &Tiger,
     task: Finished<'_>,
-    started: f64,
+    times: RunTimes,
     failure: &TaskFailure,
     verdict: Verdict,
     keep_records: Option<u32>,
 ) -> Result<bool> {
-    let failed = now();
+    let RunTimes { started, failed } = times;
     let request = failure
         .error
         .as_deref()

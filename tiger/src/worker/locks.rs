@@ -34,28 +34,39 @@ pub(crate) async fn acquire(tiger: &Tiger, lock_id: &str) -> Result<Option<HeldL
     Ok(taken.map(|_| HeldLock { key, token }))
 }
 
+/// Keeps `locks` alive while `work` runs, renewing them every `ACTIVE_TASK_UPDATE_TIMER`.
+pub(crate) async fn hold_during<F: std::future::Future>(
+    locks: &[HeldLock],
+    tiger: &Tiger,
+    work: F,
+) -> F::Output {
+    if locks.is_empty() {
+        return work.await;
+    }
+    let period = tiger
+        .config()
+        .active_task_update_timer
+        .max(Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = renew.tick() => for lock in locks {
+                lock.renew(tiger).await;
+            },
+        }
+    }
+}
+
 impl HeldLock {
-    /// Keeps the lock alive while `work` runs, renewing it every `ACTIVE_TASK_UPDATE_TIMER`.
-    pub(crate) async fn hold_during<F: std::future::Future>(
-        &self,
-        tiger: &Tiger,
-        work: F,
-    ) -> F::Output {
-        let period = tiger
-            .config()
-            .active_task_update_timer
-            .max(Duration::from_millis(10));
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                output = &mut work => return output,
-                _ = renew.tick() => match scripts::lock_renew(tiger, &self.key, &self.token, ttl_ms(tiger)).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(lock = %self.key, "task lock lost (expired or taken over) while the task runs"),
-                    Err(err) => tracing::warn!(lock = %self.key, %err, "cannot renew the task lock"),
-                },
+    async fn renew(&self, tiger: &Tiger) {
+        match scripts::lock_renew(tiger, &self.key, &self.token, ttl_ms(tiger)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lock = %self.key, "task lock lost (expired or taken over) while the task runs")
             }
+            Err(err) => tracing::warn!(lock = %self.key, %err, "cannot renew the task lock"),
         }
     }
 

@@ -19,22 +19,17 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use crate::{
     Error, Result, Tiger,
     client::{self, retrying},
     keys::State,
     scripts,
-    task::{
-        current::{CurrentTask, Scope},
-        outcome::TaskFailure,
-        registry::Registry,
-    },
+    task::registry::Registry,
     time::now,
 };
 
@@ -43,14 +38,14 @@ mod finish;
 mod locks;
 mod periodic;
 mod queues;
+mod run;
 mod sweep;
 
 pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
 pub use queues::queue_matches;
 
-use execute::{Plan, Prepared};
-use finish::{Finished, Verdict};
 use queues::{Activity, QueueFilter};
+use run::Job;
 
 /// How long the loop backs off after Redis failed a dequeue.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
@@ -205,8 +200,8 @@ struct Loop {
     queues: HashSet<String>,
     activity: Activity,
     in_flight: JoinSet<()>,
-    /// Queue and id of each task in flight, by Tokio task id, for heartbeats.
-    running: HashMap<tokio::task::Id, (String, String)>,
+    /// Queue and ids of the tasks each Tokio task in flight runs, for heartbeats.
+    running: HashMap<tokio::task::Id, (String, Vec<String>)>,
     concurrency: usize,
 }
 
@@ -312,12 +307,14 @@ impl Loop {
             if free == 0 {
                 break;
             }
-            match self.dequeue(&queue, free).await {
+            let batch = self.tiger.config().batch_size(&queue);
+            let limit = if batch > 1 { batch } else { free };
+            match self.dequeue(&queue, limit).await {
                 Ok(0) => {
                     self.queues.remove(&queue);
                 }
                 Ok(taken) => {
-                    free -= taken;
+                    free -= if batch > 1 { 1 } else { taken };
                     started = true;
                 }
                 Err(err) if client::is_transient(&err) => return Err(err),
@@ -369,7 +366,8 @@ impl Loop {
             }
         };
         let (bodies, counts) = bodies.split_at(valid.len());
-        for ((id, body), count) in valid.into_iter().zip(bodies).zip(counts) {
+        let mut members = Vec::with_capacity(valid.len());
+        for ((id, body), count) in valid.iter().zip(bodies).zip(counts) {
             let failures = count
                 .as_deref()
                 .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok())
@@ -381,19 +379,22 @@ impl Loop {
                 started,
                 failures,
             };
-            let future = match body {
-                Some(body) => job
-                    .run(execute::prepare(
-                        &self.registry,
-                        self.tiger.config(),
-                        &id,
-                        body,
-                    ))
-                    .boxed(),
-                None => job.missing().boxed(),
-            };
-            let handle = self.in_flight.spawn(future);
-            self.running.insert(handle.id(), (queue.to_owned(), id));
+            let prepared = body
+                .as_deref()
+                .map(|body| execute::prepare(&self.registry, self.tiger.config(), id, body));
+            members.push((job, prepared));
+        }
+        // A batch queue runs what it took as one group (one slot); others, task by task.
+        if self.tiger.config().batch_size(queue) > 1 {
+            let handle = self.in_flight.spawn(run::run_group(members));
+            self.running.insert(handle.id(), (queue.to_owned(), valid));
+        } else {
+            for member in members {
+                let id = member.0.id.clone();
+                let handle = self.in_flight.spawn(run::run_group(vec![member]));
+                self.running
+                    .insert(handle.id(), (queue.to_owned(), vec![id]));
+            }
         }
         Ok(taken)
     }
@@ -415,13 +416,15 @@ impl Loop {
         let now = now();
         let keys = self.tiger.keys();
         let mut pipe = redis::pipe();
-        for (queue, id) in self.running.values() {
-            pipe.cmd("ZADD")
-                .arg(keys.queue(State::Active, queue))
-                .arg("XX")
-                .arg(now)
-                .arg(id)
-                .ignore();
+        for (queue, ids) in self.running.values() {
+            for id in ids {
+                pipe.cmd("ZADD")
+                    .arg(keys.queue(State::Active, queue))
+                    .arg("XX")
+                    .arg(now)
+                    .arg(id)
+                    .ignore();
+            }
         }
         if let Err(err) = pipe.query_async::<()>(&mut self.tiger.connection()).await {
             tracing::warn!(%err, tasks = self.running.len(), "heartbeat failed");
@@ -429,212 +432,9 @@ impl Loop {
     }
 }
 
-/// A duration in milliseconds, to the microsecond, for log fields.
-fn millis(duration: Duration) -> f64 {
-    (duration.as_micros() as f64) / 1000.0
-}
-
 async fn sleep_until(until: Option<tokio::time::Instant>) {
     match until {
         Some(until) => tokio::time::sleep_until(until).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A popped task on its way to an outcome.
-struct Job {
-    tiger: Tiger,
-    queue: String,
-    id: String,
-    /// When it became active (Unix seconds), for the execution record.
-    started: f64,
-    /// Failed executions before this run (`executions_count`).
-    failures: u32,
-}
-
-trait BoxedFuture: Future<Output = ()> + Send + Sized + 'static {
-    fn boxed(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(self)
-    }
-}
-
-impl<F: Future<Output = ()> + Send + 'static> BoxedFuture for F {}
-
-impl Job {
-    async fn run(self, prepared: Prepared) {
-        match prepared {
-            Prepared::Run(plan) => {
-                let span = tracing::info_span!("task", task_id = %self.id, func = plan.func, queue = %self.queue);
-                self.execute(plan).instrument(span).await;
-            }
-            Prepared::Reject { unique, failure } => {
-                tracing::error!(
-                    task_id = %self.id,
-                    queue = %self.queue,
-                    exception = %failure.exception_name,
-                    error = failure.summary(),
-                    "task cannot run; moved to the error state"
-                );
-                let task = Finished {
-                    queue: &self.queue,
-                    id: &self.id,
-                    unique,
-                };
-                let written = finish::fail(
-                    &self.tiger,
-                    task,
-                    self.started,
-                    &failure,
-                    Verdict::Error,
-                    None,
-                )
-                .await;
-                self.report(written);
-            }
-        }
-    }
-
-    /// Takes the task's lock (if it has one), runs it within its hard timeout, and settles
-    /// the outcome.
-    async fn execute(self, plan: Plan) {
-        let task = Finished {
-            queue: &self.queue,
-            id: &self.id,
-            unique: plan.unique,
-        };
-        let lock = match &plan.lock_id {
-            None => None,
-            Some(lock_id) => match locks::acquire(&self.tiger, lock_id).await {
-                Ok(Some(lock)) => Some(lock),
-                Ok(None) => {
-                    let retry_at = now() + self.tiger.config().lock_retry.as_secs_f64();
-                    tracing::info!("task lock is taken; trying again later");
-                    self.report(finish::defer(&self.tiger, task, retry_at).await);
-                    return;
-                }
-                Err(err) => {
-                    self.report(Err(err));
-                    return;
-                }
-            },
-        };
-        if plan.spec.schedule.is_some() {
-            // Before the run, so that a failing or crashing run never stops the schedule.
-            match periodic::queue_next(&self.tiger, plan.spec, &self.queue).await {
-                Ok(at) => tracing::debug!(at, "queued the next period"),
-                Err(err) => {
-                    tracing::error!(%err, "cannot queue the next period of a periodic task")
-                }
-            }
-        }
-        tracing::info!("task started");
-        let clock = Instant::now();
-        let scope = Scope {
-            tiger: self.tiger.clone(),
-            task: CurrentTask {
-                id: self.id.clone(),
-                queue: self.queue.clone(),
-                func: plan.func,
-                retries: self.failures,
-            },
-        };
-        let running = execute::run(plan.body, scope, plan.hard_timeout);
-        let outcome = match &lock {
-            Some(lock) => lock.hold_during(&self.tiger, running).await,
-            None => running.await,
-        };
-        if let Some(lock) = lock {
-            lock.release(&self.tiger).await;
-        }
-        let duration_ms = millis(clock.elapsed());
-        let written = match &outcome {
-            Ok(()) => {
-                tracing::info!(duration_ms, "task succeeded");
-                finish::succeed(&self.tiger, task).await
-            }
-            Err(failure) => {
-                let n = self.failures.saturating_add(1);
-                let verdict = finish::verdict(
-                    &plan.retry,
-                    plan.spec,
-                    failure,
-                    n,
-                    self.tiger.config().default_retry_method,
-                );
-                let exception = &failure.exception_name;
-                let error = failure.summary();
-                match verdict {
-                    Verdict::Retry(delay) => tracing::warn!(
-                        duration_ms,
-                        exception,
-                        error,
-                        retry = n,
-                        retry_in_s = delay,
-                        "task failed; will retry"
-                    ),
-                    Verdict::Error => tracing::error!(duration_ms, exception, error, "task failed"),
-                    Verdict::Drop => tracing::warn!(
-                        duration_ms,
-                        exception,
-                        error,
-                        "task failed and is out of retries; dropped as it asked"
-                    ),
-                }
-                finish::fail(
-                    &self.tiger,
-                    task,
-                    self.started,
-                    failure,
-                    verdict,
-                    plan.keep_records,
-                )
-                .await
-            }
-        };
-        self.report(written);
-    }
-
-    /// `MGET` found no body: either the key is gone (nothing can run; the id is removed, as
-    /// TaskTiger does) or it holds something other than a string (kept, and the task goes to
-    /// the error state saying so).
-    async fn missing(self) {
-        let written = match finish::key_type(&self.tiger, &self.id).await {
-            Ok(kind) if kind == "none" => {
-                tracing::error!(task_id = %self.id, queue = %self.queue, "task body not found; removing the id from the queue");
-                let task = Finished {
-                    queue: &self.queue,
-                    id: &self.id,
-                    unique: false,
-                };
-                finish::succeed(&self.tiger, task).await
-            }
-            Ok(kind) => {
-                let text = format!("the task key holds a Redis {kind}, not a JSON string");
-                let prepared = Prepared::Reject {
-                    unique: false,
-                    failure: TaskFailure::message(execute::MALFORMED_TASK, text),
-                };
-                return self.run(prepared).await;
-            }
-            Err(err) => Err(err),
-        };
-        self.report(written);
-    }
-
-    fn report(&self, written: Result<bool>) {
-        match written {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                task_id = %self.id,
-                queue = %self.queue,
-                "task was no longer active when it finished (moved by another worker or an operator); result not recorded"
-            ),
-            Err(err) => tracing::error!(
-                task_id = %self.id,
-                queue = %self.queue,
-                %err,
-                "cannot record the task's result; it stays active until recovered"
-            ),
-        }
     }
 }

@@ -1,0 +1,4 @@
+#[tiger::task(batch)]
+async fn import(path: String, rows: u32) {}
+
+fn main() {}
