@@ -607,3 +607,9 @@ pub async fn non_batch_task(token: String, n: u32) -> Result<(), String> {
         Ok(())
     }
 }
+
+/// Holds (like [`hold()`]) under a lock on all its arguments.
+#[tiger::task(queue = "locked", lock)]
+pub async fn locked_by_args(token: String) -> Result<(), String> {
+    hold(token).await
+}

@@ -628,3 +628,159 @@ async fn always_eager_runs_due_tasks_in_process_and_schedules_the_rest() {
     .collect();
     assert_eq!(keys, expected);
 }
+
+#[tokio::test]
+async fn a_locked_task_waits_in_scheduled_while_its_twin_runs_and_the_lock_is_renewed() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let first = locked_by_args::delay(token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let second = locked_by_args::delay(token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_ne!(first, second, "not unique: two tasks, one lock");
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()));
+    wait_until(WAIT, "one to run and one to wait", || async {
+        count(&token) == 1 && fx.ids(State::Scheduled, "locked").await.len() == 1
+    })
+    .await;
+    // The lock lives for ACTIVE_TASK_UPDATE_TIMEOUT (2 s in tests) and is renewed every
+    // 200 ms while the task runs.
+    let lock_key = {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:lockv2:*", fx.tiger.keys().prefix()))
+            .query_async(&mut fx.tiger.connection())
+            .await
+            .unwrap();
+        keys.into_iter()
+            .find(|k| !k.contains("queue_scheduled_tasks"))
+            .expect("a task lock")
+    };
+    let ttl = || async {
+        redis::cmd("PTTL")
+            .arg(&lock_key)
+            .query_async::<i64>(&mut fx.tiger.connection())
+            .await
+            .unwrap()
+    };
+    let early = ttl().await;
+    assert!(early > 0 && early <= 2000, "{early}");
+    // Without renewal the lock would have under a second left once a second has passed.
+    let since = std::time::Instant::now();
+    wait_until(
+        WAIT,
+        "a second to pass with the lock still fresh",
+        || async { since.elapsed() > Duration::from_secs(1) && ttl().await > 1500 },
+    )
+    .await;
+    release(&token);
+    wait_until(WAIT, "both to finish", || async {
+        fx.keys().await.is_empty()
+    })
+    .await;
+    stop(worker).await;
+    assert_eq!(
+        take::<String>(&token).len(),
+        2,
+        "the second ran after the first released the lock"
+    );
+}
+
+#[tokio::test]
+async fn per_call_options_override_the_attribute() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let a = unique_note::delay(token.clone(), "same".into())
+        .unique(false)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let b = unique_note::delay(token.clone(), "same".into())
+        .unique(false)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_ne!(a, b, "unique(false) gives random ids");
+    assert!(fx.body(a.as_str()).await.unwrap().get("unique").is_none());
+    let c = note::delay(token.clone(), "x".into())
+        .lock_key(["label"])
+        .retry_method(tiger::linear(1.0, 2.0, 3))
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let body = fx.body(c.as_str()).await.unwrap();
+    assert_eq!(body["lock"], true);
+    assert_eq!(body["lock_key"], serde_json::json!(["label"]));
+    assert_eq!(
+        body["retry_method"],
+        serde_json::json!(["tasktiger.retry:_linear", [1, 2, 3]])
+    );
+    assert_eq!(
+        body["kwargs"],
+        serde_json::json!({"token": token, "label": "x"})
+    );
+    let d = always_fails::delay(token.clone())
+        .retry(false)
+        .on(&fx.tiger)
+        .await;
+    let d = d.unwrap();
+    assert_eq!(
+        fx.body(d.as_str()).await.unwrap()["retry_method"],
+        serde_json::json!(["tasktiger.retry:_fixed", [0.2, 2]]),
+        "the attribute's method still applies: retry(false) only drops the plain flag"
+    );
+}
+
+#[tokio::test]
+async fn the_scheduled_sweep_moves_at_most_a_batch_per_queue_and_announces_it_once() {
+    let redis = tiger::testing::TestRedis::start().unwrap();
+    let config = tiger::Config {
+        scheduled_task_batch_size: 2,
+        select_timeout: Duration::from_secs(3600),
+        ..tiger::testing::test_config()
+    };
+    let tiger = redis.tiger_with(config).await.unwrap();
+    let token = token();
+    for i in 0..5 {
+        note::delay(token.clone(), i.to_string())
+            .when(Duration::from_millis(50))
+            .on(&tiger)
+            .await
+            .unwrap();
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(tiger.keys().activity()).await.unwrap();
+    let due = std::time::Instant::now() + Duration::from_millis(100);
+    wait_until(WAIT, "the tasks to be due", || async move {
+        std::time::Instant::now() > due
+    })
+    .await;
+    // One sweep at start (the next is an hour away): two tasks move and run.
+    Worker::new(tiger.clone()).once(true).run().await.unwrap();
+    assert_eq!(take::<String>(&token).len(), 2);
+    let scheduled: usize = redis::cmd("ZCARD")
+        .arg(tiger.keys().queue(State::Scheduled, "default"))
+        .query_async(&mut tiger.connection())
+        .await
+        .unwrap();
+    assert_eq!(scheduled, 3);
+    let mut messages = pubsub.on_message();
+    let first = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut messages),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(first.get_payload::<String>().unwrap(), "default");
+    let more = tokio::time::timeout(
+        Duration::from_millis(200),
+        futures_util::StreamExt::next(&mut messages),
+    )
+    .await;
+    assert!(more.is_err(), "announced once");
+}

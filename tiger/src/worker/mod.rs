@@ -225,6 +225,7 @@ impl Loop {
         let mut backoff_until: Option<tokio::time::Instant> = None;
         // Due scheduled tasks count as queued work, also for `once`.
         self.sweep_scheduled().await;
+        sweep.reset();
 
         loop {
             if !stopping && backoff_until.is_none_or(|until| until <= tokio::time::Instant::now()) {
