@@ -613,3 +613,15 @@ pub async fn non_batch_task(token: String, n: u32) -> Result<(), String> {
 pub async fn locked_by_args(token: String) -> Result<(), String> {
     hold(token).await
 }
+
+/// Waits 0.1 s, then 0.2 s, then gives up: a user-defined retry method.
+pub fn two_quick_retries(n: u32) -> Option<Duration> {
+    (n <= 2).then(|| Duration::from_millis(100 * u64::from(n)))
+}
+
+/// Always fails; retried by [`two_quick_retries`].
+#[tiger::task(queue = "retry", retry_method = two_quick_retries)]
+pub async fn custom_retries(token: String) -> Result<(), String> {
+    record(&token, tiger::current_task().map_or(0, |t| t.retries));
+    Err("no".into())
+}

@@ -784,3 +784,24 @@ async fn the_scheduled_sweep_moves_at_most_a_batch_per_queue_and_announces_it_on
     .await;
     assert!(more.is_err(), "announced once");
 }
+
+#[tokio::test]
+async fn a_user_retry_function_is_stored_by_name_and_used_by_the_worker() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let id = custom_retries::delay(token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.body(id.as_str()).await.unwrap()["retry_method"],
+        serde_json::json!(["tiger_tests:two_quick_retries", []])
+    );
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()));
+    wait_until(WAIT, "the task to error", || async {
+        fx.ids(State::Error, "retry").await.len() == 1
+    })
+    .await;
+    stop(worker).await;
+    assert_eq!(take::<u32>(&token), [0, 1, 2]);
+}
