@@ -149,13 +149,7 @@ pub fn explode_sync(token: String) {
 /// 10 s); records how many were running when it entered.
 #[tiger::task(queue = "gate")]
 pub async fn gate(token: String, expected: usize) -> Result<(), String> {
-    let running = {
-        let mut gates = GATES.lock().unwrap();
-        let entry = gates.entry(token.clone()).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(entry.0);
-        entry.0
-    };
+    let running = enter_gate(&token);
     record(&token, running);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let result = loop {
@@ -169,8 +163,21 @@ pub async fn gate(token: String, expected: usize) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    GATES.lock().unwrap().get_mut(&token).unwrap().0 -= 1;
+    leave_gate(&token);
     result
+}
+
+/// Counts one more task running under `token`; returns how many run now.
+fn enter_gate(token: &str) -> usize {
+    let mut gates = GATES.lock().unwrap();
+    let entry = gates.entry(token.to_owned()).or_default();
+    entry.0 += 1;
+    entry.1 = entry.1.max(entry.0);
+    entry.0
+}
+
+fn leave_gate(token: &str) {
+    GATES.lock().unwrap().get_mut(token).unwrap().0 -= 1;
 }
 
 /// Per token: (running now, most running at once).
@@ -395,6 +402,18 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Asserts that all that is left is `ids` in `queue`'s error state, each with its body,
+    /// records and count.
+    pub async fn assert_only_errored(&self, queue: &str, ids: &[&str]) {
+        let mut keys = state_keys(State::Error, queue);
+        for id in ids {
+            keys.extend(errored_task_keys(id));
+        }
+        self.assert_keys(keys).await;
+    }
+}
+
 /// The keys a queue in one state leaves: the state set and the queue's zset.
 pub fn state_keys(state: State, queue: &str) -> Vec<String> {
     vec![state.to_string(), format!("{state}:{queue}")]
@@ -537,16 +556,10 @@ pub async fn keyed_note(user: u64, label: String) {
 /// Holds (like [`hold()`]) under a lock keyed by `user`; records how many ran at once.
 #[tiger::task(queue = "locked", lock_key = ["user"])]
 pub async fn locked_hold(user: u64, token: String) -> Result<(), String> {
-    let running = {
-        let mut gates = GATES.lock().unwrap();
-        let entry = gates.entry(token.clone()).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(entry.0);
-        entry.0
-    };
+    let running = enter_gate(&token);
     record(&token, (user, running));
     let result = hold(format!("{token}-{user}")).await;
-    GATES.lock().unwrap().get_mut(&token).unwrap().0 -= 1;
+    leave_gate(&token);
     result
 }
 
@@ -624,4 +637,44 @@ pub fn two_quick_retries(n: u32) -> Option<Duration> {
 pub async fn custom_retries(token: String) -> Result<(), String> {
     record(&token, tiger::current_task().map_or(0, |t| t.retries));
     Err("no".into())
+}
+
+/// A worker running in the background until [`RunningWorker::stop`].
+pub struct RunningWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<tiger::Result<()>>,
+}
+
+/// Starts `worker` in the background.
+pub fn spawn_worker(worker: Worker) -> RunningWorker {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(
+        worker
+            .shutdown_on(async { stopped.await.unwrap_or(()) })
+            .run(),
+    );
+    RunningWorker {
+        stop: Some(stop),
+        handle,
+    }
+}
+
+impl RunningWorker {
+    /// Asks it to stop: it takes no more tasks and returns once those in flight finish.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether it has returned.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Asks it to stop, and waits until it has.
+    pub async fn stop(mut self) {
+        self.request_stop();
+        self.handle.await.expect("worker task").expect("worker ran");
+    }
 }

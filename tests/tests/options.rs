@@ -8,32 +8,6 @@ use std::time::Duration;
 use tiger::{State, Worker, testing::wait_until};
 use tiger_tests::*;
 
-/// A worker running in the background until the returned sender is used or dropped.
-fn spawn_worker(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<tiger::Result<()>>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(
-        worker
-            .shutdown_on(async { stopped.await.unwrap_or(()) })
-            .run(),
-    );
-    (stop, handle)
-}
-
-async fn stop(
-    worker: (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<tiger::Result<()>>,
-    ),
-) {
-    worker.0.send(()).unwrap();
-    worker.1.await.unwrap().unwrap();
-}
-
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
@@ -55,7 +29,7 @@ async fn a_retried_task_runs_max_plus_one_times_then_errors_with_every_record() 
         fx.ids(State::Error, "retry").await.len() == 1
     })
     .await;
-    stop(worker).await;
+    worker.stop().await;
 
     // Each run saw how many failures came before it.
     assert_eq!(take::<u32>(&token), [0, 1, 2]);
@@ -66,9 +40,7 @@ async fn a_retried_task_runs_max_plus_one_times_then_errors_with_every_record() 
             .iter()
             .all(|r| r["exception_name"] == "builtins:Exception")
     );
-    let mut keys = state_keys(State::Error, "retry");
-    keys.extend(errored_task_keys(id.as_str()));
-    fx.assert_keys(keys).await;
+    fx.assert_only_errored("retry", &[id.as_str()]).await;
 }
 
 #[tokio::test]
@@ -120,7 +92,7 @@ async fn retry_on_retries_only_the_named_errors_found_through_the_chain() {
         fx.ids(State::Error, "retry").await.len() == 1
     })
     .await;
-    stop(worker).await;
+    worker.stop().await;
 
     assert_eq!(
         take::<u32>(&recovers),
@@ -128,9 +100,7 @@ async fn retry_on_retries_only_the_named_errors_found_through_the_chain() {
         "retried on Flaky (inside io::Error) until it succeeded"
     );
     assert_eq!(take::<u32>(&bad), [1], "BadInput is not retried");
-    let mut keys = state_keys(State::Error, "retry");
-    keys.extend(errored_task_keys(bad_id.as_str()));
-    fx.assert_keys(keys).await;
+    fx.assert_only_errored("retry", &[bad_id.as_str()]).await;
 }
 
 #[tokio::test]
@@ -157,7 +127,7 @@ async fn a_task_can_ask_to_be_retried_and_to_be_dropped_quietly() {
             && fx.ids(State::Error, "retry").await.len() == 1
     })
     .await;
-    stop(worker).await;
+    worker.stop().await;
 
     // fixed(0.1, 2): two retries, so three runs; the quiet one leaves nothing behind.
     let records = fx.executions(logged_id.as_str()).await;
@@ -172,9 +142,7 @@ async fn a_task_can_ask_to_be_retried_and_to_be_dropped_quietly() {
         serde_json::json!(["tasktiger.retry:_fixed", [0.1, 2]])
     );
     assert_eq!(records[0]["log_error"], true);
-    let mut keys = state_keys(State::Error, "retry");
-    keys.extend(errored_task_keys(logged_id.as_str()));
-    fx.assert_keys(keys).await;
+    fx.assert_only_errored("retry", &[logged_id.as_str()]).await;
 }
 
 #[tokio::test]
@@ -190,7 +158,7 @@ async fn max_stored_executions_keeps_the_last_records_but_counts_them_all() {
         fx.ids(State::Error, "retry").await.len() == 1
     })
     .await;
-    stop(worker).await;
+    worker.stop().await;
     assert_eq!(take::<()>(&token).len(), 4);
     assert_eq!(fx.executions(id.as_str()).await.len(), 2);
     let count: u32 = redis::cmd("GET")
@@ -286,7 +254,7 @@ async fn when_in_the_future_schedules_and_the_sweep_queues_it_when_due() {
 
     let worker = spawn_worker(Worker::new(fx.tiger.clone()));
     wait_until(WAIT, "both to run", || async { count(&token) == 2 }).await;
-    stop(worker).await;
+    worker.stop().await;
     fx.assert_keys([]).await;
 }
 
@@ -484,7 +452,7 @@ async fn lock_key_runs_one_task_per_key_at_a_time_across_workers() {
     })
     .await;
     for worker in workers {
-        stop(worker).await;
+        worker.stop().await;
     }
     let runs = take::<(u64, usize)>(&token);
     assert_eq!(runs.iter().filter(|(user, _)| *user == 1).count(), 3);
@@ -681,7 +649,7 @@ async fn a_locked_task_waits_in_scheduled_while_its_twin_runs_and_the_lock_is_re
         fx.keys().await.is_empty()
     })
     .await;
-    stop(worker).await;
+    worker.stop().await;
     assert_eq!(
         take::<String>(&token).len(),
         2,
@@ -802,6 +770,6 @@ async fn a_user_retry_function_is_stored_by_name_and_used_by_the_worker() {
         fx.ids(State::Error, "retry").await.len() == 1
     })
     .await;
-    stop(worker).await;
+    worker.stop().await;
     assert_eq!(take::<u32>(&token), [0, 1, 2]);
 }

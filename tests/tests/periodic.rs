@@ -45,21 +45,6 @@ async fn fails_once() -> Result<(), String> {
 #[tiger::task(queue = "periodic-cron", schedule = cron("*/5 * * * *"))]
 async fn every_five_minutes() {}
 
-fn spawn_worker(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<tiger::Result<()>>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(
-        worker
-            .shutdown_on(async { stopped.await.unwrap_or(()) })
-            .run(),
-    );
-    (stop, handle)
-}
-
 fn runs_of(queue: &str) -> Vec<u64> {
     RUNS.lock()
         .unwrap()
@@ -81,9 +66,8 @@ async fn a_periodic_task_runs_once_per_period_across_workers_with_pythons_id() {
         runs_of("periodic").len() >= 3
     })
     .await;
-    for (stop, handle) in workers {
-        stop.send(()).unwrap();
-        handle.await.unwrap().unwrap();
+    for worker in workers {
+        worker.stop().await;
     }
     let runs = runs_of("periodic");
     let mut seconds = runs.clone();
@@ -108,8 +92,7 @@ async fn a_failed_period_does_not_stop_the_schedule() {
         *FLAKY_RUNS.lock().unwrap() >= 4
     })
     .await;
-    worker.0.send(()).unwrap();
-    worker.1.await.unwrap().unwrap();
+    worker.stop().await;
     let errored = fx.ids(State::Error, "periodic-flaky").await;
     assert_eq!(errored.len(), 1, "the failed run is kept in error");
     assert_eq!(

@@ -91,22 +91,6 @@ async fn concurrency_one_runs_tasks_one_after_another() {
     fx.assert_keys([]).await;
 }
 
-/// A worker running in the background until the returned sender is used or dropped.
-fn spawn_worker(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<tiger::Result<()>>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(
-        worker
-            .shutdown_on(async { stopped.await.unwrap_or(()) })
-            .run(),
-    );
-    (stop, handle)
-}
-
 /// Enqueues (with publishing on) until the running worker has picked a task up, so that its
 /// start-up reads and its subscription are behind it.
 async fn warm_up(tiger: &tiger::Tiger) {
@@ -150,11 +134,10 @@ async fn an_idle_worker_wakes_on_the_activity_channel() {
         ..tiger::testing::test_config()
     };
     let tiger = fx.redis.tiger_with(config).await.unwrap();
-    let (stop, worker) = spawn_worker(Worker::new(tiger.clone()));
+    let worker = spawn_worker(Worker::new(tiger.clone()));
     warm_up(&tiger).await;
     runs_soon(&tiger, "late").await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     fx.assert_keys([]).await;
 }
 
@@ -176,11 +159,10 @@ async fn a_missed_activity_message_does_not_strand_a_queue() {
     let producer = tiger::Tiger::connect_with(fx.redis.url(), silent)
         .await
         .unwrap();
-    let (stop, worker) = spawn_worker(Worker::new(worker_tiger.clone()));
+    let worker = spawn_worker(Worker::new(worker_tiger.clone()));
     warm_up(&worker_tiger).await;
     runs_soon(&producer, "quiet").await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     fx.assert_keys([]).await;
 }
 
@@ -220,7 +202,7 @@ async fn heartbeats_advance_the_active_score_of_running_tasks() {
     let fx = Fixture::new().await;
     let token = token();
     let id = hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
-    let (stop, worker) = spawn_worker(Worker::new(fx.tiger.clone()));
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()));
     wait_until(Duration::from_secs(10), "the task to start", || async {
         count(&token) > 0
     })
@@ -247,8 +229,7 @@ async fn heartbeats_advance_the_active_score_of_running_tasks() {
         fx.keys().await.is_empty()
     })
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -256,21 +237,18 @@ async fn shutdown_waits_for_tasks_in_flight() {
     let fx = Fixture::new().await;
     let token = token();
     hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
-    let (stop, worker) = spawn_worker(Worker::new(fx.tiger.clone()));
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()));
     wait_until(Duration::from_secs(10), "the task to start", || async {
         count(&token) > 0
     })
     .await;
-    stop.send(()).unwrap();
-    // Still running: the worker must not return while its task holds.
     let mut worker = worker;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut worker)
-            .await
-            .is_err()
-    );
+    worker.request_stop();
+    // Still running: the worker must not return while its task holds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!worker.is_finished());
     release(&token);
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     fx.assert_keys([]).await; // finished and recorded before exit
 }
 
@@ -289,7 +267,7 @@ async fn results_are_recorded_after_the_workers_connection_is_killed() {
     for _ in 0..3 {
         hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
     }
-    let (stop, worker) = spawn_worker(Worker::new(worker_tiger));
+    let worker = spawn_worker(Worker::new(worker_tiger));
     wait_until(Duration::from_secs(10), "three tasks to start", || async {
         count(&token) == 3
     })
@@ -307,6 +285,5 @@ async fn results_are_recorded_after_the_workers_connection_is_killed() {
         || async { fx.keys().await.is_empty() },
     )
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -187,67 +187,56 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> To
         };
         let body = call_body(func, &[quote!(items)]);
         quote! {
-            type __TigerItem = #item_type;
+        type __TigerItem = #item_type;
 
-            fn __tiger_decode(
-                args: &::tiger::__private::Args<'_>,
-            ) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, ::tiger::__private::ArgError> {
-                args.check(&[#(#names),*])?;
-                #(#reads)*
-                ::core::result::Result::Ok(::std::boxed::Box::new(#item))
-            }
-
-            fn __tiger_batch(
-                items: ::std::vec::Vec<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>>,
-            ) -> ::tiger::__private::Body {
-                let items: ::std::vec::Vec<__TigerItem> = items
-                    .into_iter()
-                    .map(|item| *item.downcast::<__TigerItem>().expect("a batch item decoded for this task"))
-                    .collect();
-                #body
-            }
-
-            fn __tiger_call(
-                args: &::tiger::__private::Args<'_>,
-            ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
-                ::core::result::Result::Ok(__tiger_batch(::std::vec![__tiger_decode(args)?]))
-            }
-
-            ::tiger::__private::inventory::submit! {
-                ::tiger::__private::TaskEntry {
-                    spec: &#ident::SPEC,
-                    file: ::core::file!(),
-                    line: ::core::line!(),
-                    call: __tiger_call,
-                    batch: ::core::option::Option::Some(::tiger::__private::BatchCalls {
-                        decode: __tiger_decode,
-                        call: __tiger_batch,
-                    }),
-                }
-            }
+        fn __tiger_decode(
+            args: &::tiger::__private::Args<'_>,
+        ) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, ::tiger::__private::ArgError> {
+            args.check(&[#(#names),*])?;
+            #(#reads)*
+            ::core::result::Result::Ok(::std::boxed::Box::new(#item))
         }
+
+        fn __tiger_batch(
+            items: ::std::vec::Vec<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>>,
+        ) -> ::tiger::__private::Body {
+            let items: ::std::vec::Vec<__TigerItem> = items
+                .into_iter()
+                .map(|item| *item.downcast::<__TigerItem>().expect("a batch item decoded for this task"))
+                .collect();
+            #body
+        }
+
+        fn __tiger_call(
+            args: &::tiger::__private::Args<'_>,
+        ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
+            ::core::result::Result::Ok(__tiger_batch(::std::vec![__tiger_decode(args)?]))
+        }
+
+                }
     } else {
         let args_list: Vec<TokenStream> = idents.iter().map(|i| quote!(#i)).collect();
         let body = call_body(func, &args_list);
         quote! {
-            fn __tiger_call(
-                args: &::tiger::__private::Args<'_>,
-            ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
-                args.check(&[#(#names),*])?;
-                #(#reads)*
-                ::core::result::Result::Ok(#body)
-            }
-
-            ::tiger::__private::inventory::submit! {
-                ::tiger::__private::TaskEntry {
-                    spec: &#ident::SPEC,
-                    file: ::core::file!(),
-                    line: ::core::line!(),
-                    call: __tiger_call,
-                    batch: ::core::option::Option::None,
-                }
-            }
+        fn __tiger_call(
+            args: &::tiger::__private::Args<'_>,
+        ) -> ::core::result::Result<::tiger::__private::Body, ::tiger::__private::ArgError> {
+            args.check(&[#(#names),*])?;
+            #(#reads)*
+            ::core::result::Result::Ok(#body)
         }
+
+                }
+    };
+    let batch_calls = if batch {
+        quote!(::core::option::Option::Some(
+            ::tiger::__private::BatchCalls {
+                decode: __tiger_decode,
+                call: __tiger_batch
+            }
+        ))
+    } else {
+        quote!(::core::option::Option::None)
     };
 
     let handle_doc = format!(
@@ -294,7 +283,17 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> To
                 #(#arg_checks)*
             };
 
-            #registration
+                        #registration
+
+            ::tiger::__private::inventory::submit! {
+                ::tiger::__private::TaskEntry {
+                    spec: &#ident::SPEC,
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                    call: __tiger_call,
+                    batch: #batch_calls,
+                }
+            }
         };
     }
 }

@@ -15,23 +15,28 @@ pub(crate) struct HeldLock {
     token: String,
 }
 
-/// Tries to take the lock `lock_id`. `Ok(None)`: someone else holds it.
+/// Tries to take the task lock `lock_id`. `Ok(None)`: someone else holds it.
 pub(crate) async fn acquire(tiger: &Tiger, lock_id: &str) -> Result<Option<HeldLock>> {
     let key = tiger.keys().lock(lock_id);
+    let token = try_lock(tiger, &key, ttl_ms(tiger)).await?;
+    Ok(token.map(|token| HeldLock { key, token }))
+}
+
+/// `SET key <random token> NX PX ttl_ms`: the token when the lock was free.
+pub(crate) async fn try_lock(tiger: &Tiger, key: &str, ttl_ms: u64) -> Result<Option<String>> {
     let token = TaskId::random().to_string();
-    let ttl = ttl_ms(tiger);
-    let taken: Option<String> = retrying("take a task lock", || async {
+    let taken: Option<String> = retrying("take a lock", || async {
         Ok(redis::cmd("SET")
-            .arg(&key)
+            .arg(key)
             .arg(&token)
             .arg("NX")
             .arg("PX")
-            .arg(ttl)
+            .arg(ttl_ms)
             .query_async(&mut tiger.connection())
             .await?)
     })
     .await?;
-    Ok(taken.map(|_| HeldLock { key, token }))
+    Ok(taken.map(|_| token))
 }
 
 /// Keeps `locks` alive while `work` runs, renewing them every `ACTIVE_TASK_UPDATE_TIMER`.

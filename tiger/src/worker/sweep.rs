@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
+use super::locks::try_lock;
 use super::queues::QueueFilter;
 use crate::{
     Result, Tiger,
@@ -38,20 +39,11 @@ pub(crate) async fn sweep(
     let config = tiger.config();
     let ttl = u64::try_from(config.queue_scheduled_tasks_time.as_millis()).unwrap_or(u64::MAX);
     if ttl > 0 {
-        let key = tiger.keys().scheduled_sweep_lock(group);
-        let token = crate::task::TaskId::random().to_string();
-        let taken: Option<String> = retrying("take the scheduled-sweep lock", || async {
-            Ok(redis::cmd("SET")
-                .arg(&key)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl)
-                .query_async(&mut tiger.connection())
-                .await?)
-        })
-        .await?;
-        if taken.is_none() {
+        // Never released: it lapses, which is what limits the rate.
+        if try_lock(tiger, &tiger.keys().scheduled_sweep_lock(group), ttl)
+            .await?
+            .is_none()
+        {
             return Ok(HashSet::new());
         }
     }
