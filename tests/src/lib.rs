@@ -678,3 +678,29 @@ impl RunningWorker {
         self.handle.await.expect("worker task").expect("worker ran");
     }
 }
+
+/// A plain fn under a lock keyed by `user` that overruns its 0.2 s hard timeout until
+/// [`release`] is called with `token`; records how many ran at once.
+#[tiger::task(queue = "locked-slow", lock_key = ["user"], hard_timeout = 0.2)]
+pub fn slow_locked(user: u64, token: String) {
+    let running = enter_gate(&token);
+    record(&token, running);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !RELEASED.lock().unwrap().contains(&token) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    leave_gate(&token);
+    let _ = user;
+}
+
+/// A plain fn that blocks far past its 0.3 s hard timeout.
+#[tiger::task(queue = "stuck", hard_timeout = 0.3)]
+pub fn stuck(seconds: u64) {
+    std::thread::sleep(Duration::from_secs(seconds));
+}
+
+/// Unique, and at most one in its queue.
+#[tiger::task(queue = "bounded-unique", unique, max_queue_size = 1)]
+pub async fn bounded_unique(n: u32) {
+    let _ = n;
+}

@@ -773,3 +773,101 @@ async fn a_user_retry_function_is_stored_by_name_and_used_by_the_worker() {
     worker.stop().await;
     assert_eq!(take::<u32>(&token), [0, 1, 2]);
 }
+
+#[tokio::test]
+async fn a_plain_fn_past_its_hard_timeout_keeps_its_lock_until_it_returns() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let first = slow_locked::delay(1, token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let twin = slow_locked::delay(1, token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()).concurrency(2));
+    wait_until(WAIT, "the first to time out", || async {
+        fx.ids(State::Error, "locked-slow").await == [first.as_str()]
+    })
+    .await;
+    let timed_out = fx.executions(first.as_str()).await[0]["time_failed"]
+        .as_f64()
+        .unwrap();
+    // The first's thread still runs, so when the twin comes due again it finds the lock
+    // still taken and is deferred once more (LOCK_RETRY is 0.3 s in tests).
+    let due = || async {
+        redis::cmd("ZSCORE")
+            .arg(fx.tiger.keys().queue(State::Scheduled, "locked-slow"))
+            .arg(twin.as_str())
+            .query_async::<Option<f64>>(&mut fx.tiger.connection())
+            .await
+            .unwrap()
+    };
+    wait_until(
+        WAIT,
+        "the twin to be deferred after the timeout",
+        || async { due().await.is_some_and(|at| at > timed_out + 0.3) },
+    )
+    .await;
+    assert_eq!(
+        count(&token),
+        1,
+        "the twin did not start beside the overrunning thread"
+    );
+    release(&token);
+    wait_until(WAIT, "the twin to run", || async { count(&token) == 2 }).await;
+    worker.stop().await;
+    assert_eq!(gate_peak(&token), 1, "never two at once");
+}
+
+#[tokio::test]
+async fn max_queue_size_counts_a_unique_task_coming_back_from_error() {
+    let fx = Fixture::new().await;
+    let id = bounded_unique::delay(0).on(&fx.tiger).await.unwrap();
+    // Fail it by hand: it now sits in error only.
+    let keys = fx.tiger.keys();
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(keys.queue(State::Queued, "bounded-unique"))
+        .arg(id.as_str())
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.queue(State::Error, "bounded-unique"))
+        .arg(1)
+        .arg(id.as_str())
+        .ignore()
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    bounded_unique::delay(1).on(&fx.tiger).await.unwrap();
+    let err = bounded_unique::delay(0).on(&fx.tiger).await.unwrap_err();
+    assert!(matches!(err, tiger::Error::QueueFull { .. }), "{err}");
+    assert_eq!(fx.ids(State::Queued, "bounded-unique").await.len(), 1);
+    // Re-queueing the one already queued adds nothing, so it is allowed.
+    bounded_unique::delay(1).on(&fx.tiger).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_key_list_means_no_key_list() {
+    let fx = Fixture::new().await;
+    let a = note::delay("t".into(), "a".into())
+        .unique_key(Vec::<String>::new())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let b = note::delay("t".into(), "b".into())
+        .unique_key(Vec::<String>::new())
+        .lock_key(Vec::<String>::new())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_ne!(a, b);
+    let body = fx.body(b.as_str()).await.unwrap();
+    assert!(
+        body.get("unique").is_none()
+            && body.get("lock").is_none()
+            && body.get("lock_key").is_none(),
+        "{body}"
+    );
+}

@@ -122,3 +122,20 @@ async fn a_cron_task_is_scheduled_at_its_next_match() {
     fx.drain_with(|w| w.queues(["periodic-cron"])).await;
     assert_eq!(fx.ids(State::Scheduled, "periodic-cron").await, ids);
 }
+
+/// Never valid: minute 61.
+#[tiger::task(queue = "periodic-bad", schedule = cron("61 * * * *"))]
+async fn bad_cron() {}
+
+#[tokio::test]
+async fn a_bad_cron_expression_skips_its_task_not_the_worker() {
+    let fx = Fixture::new().await;
+    fx.drain_with(|w| w.queues(["periodic-bad", "periodic-cron"]))
+        .await;
+    assert!(fx.ids(State::Scheduled, "periodic-bad").await.is_empty());
+    assert_eq!(
+        fx.ids(State::Scheduled, "periodic-cron").await.len(),
+        1,
+        "the others are queued"
+    );
+}

@@ -149,6 +149,26 @@ async fn once_flag_drains_and_exits_zero() {
     );
 }
 
+#[tokio::test]
+async fn a_plain_fn_stuck_past_its_hard_timeout_does_not_hold_up_the_exit() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    stuck::delay(60).on(&fx.tiger).await.unwrap();
+    let log = dir.path("worker.log");
+    let mut worker = start_worker(&fx, &log, &["--once"]);
+    let status = wait_for_exit(&mut worker, Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        log_text(&log)
+    );
+    assert_eq!(
+        fx.ids(State::Error, "stuck").await.len(),
+        1,
+        "recorded as timed out"
+    );
+}
+
 #[test]
 fn help_lists_the_flags() {
     let output = Command::new(WORKER).arg("--help").output().unwrap();

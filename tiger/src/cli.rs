@@ -197,7 +197,13 @@ pub fn run_worker() {
         .enable_all()
         .build();
     match runtime {
-        Ok(runtime) => exit_on_error(runtime.block_on(args.run())),
+        Ok(runtime) => {
+            let result = runtime.block_on(args.run());
+            // Do not wait for the thread of a plain fn that ran past its hard timeout: its
+            // outcome is recorded, and it would keep the process (and a second signal) waiting.
+            runtime.shutdown_background();
+            exit_on_error(result);
+        }
         Err(source) => exit_on_error(Err(crate::Error::Io {
             context: "cannot start the Tokio runtime".into(),
             source,

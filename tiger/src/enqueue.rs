@@ -381,10 +381,12 @@ fn key_list(
     call: Option<&[String]>,
     attribute: Option<&'static [&'static str]>,
 ) -> Result<Option<Vec<String>>> {
+    // An empty list means no key list, as in TaskTiger (`if unique_key:`).
     let keys: Option<Vec<String>> = match call {
         Some(keys) => Some(keys.to_vec()),
         None => attribute.map(|keys| keys.iter().map(|k| (*k).to_owned()).collect()),
-    };
+    }
+    .filter(|keys| !keys.is_empty());
     if let Some(bad) = keys
         .iter()
         .flatten()
@@ -493,7 +495,7 @@ mod eager {
             .or(spec.hard_timeout)
             .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
             .unwrap_or(tiger.config().default_hard_timeout);
-        match execute::run(body, scope, limit).await {
+        match execute::run(body, scope, limit, &mut Vec::new()).await {
             Ok(()) => Ok(id),
             Err(failure) => Err(failed(failure.exception_name, failure.traceback)),
         }

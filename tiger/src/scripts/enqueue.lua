@@ -21,7 +21,8 @@ if ARGV[7] == '1' then
     return -2
   end
 end
-if ARGV[6] ~= '' and not here then
+-- Only a new entry can overfill the queue: an id already in the target zset adds nothing.
+if ARGV[6] ~= '' and not redis.call('ZSCORE', KEYS[1], id) then
   local size = redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[6])
   if size >= tonumber(ARGV[6]) then
     return -1

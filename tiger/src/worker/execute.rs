@@ -171,14 +171,23 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
     }
 }
 
+/// The thread of a plain `fn` task that ran past its hard timeout and is still going.
+pub(crate) type Straggler = tokio::task::JoinHandle<Result<Outcome, TaskFailure>>;
+
 /// Runs a prepared call to its outcome inside `scope` (what `current_task()` and `delay`
 /// see), for at most `limit`. A panic is caught and becomes a failure. A plain `fn` runs on
 /// Tokio's blocking pool so it never stalls the async threads.
 ///
 /// At the limit an `async fn` is cancelled (dropped at its next await) and the run fails
 /// with [`JobTimeout`]. A plain `fn` cannot be stopped from outside: the run fails with
-/// [`JobTimeout`] all the same, and its thread goes on until the function returns.
-pub(crate) async fn run(body: Body, scope: Scope, limit: Duration) -> Outcome {
+/// [`JobTimeout`] all the same, and its thread, which goes on until the function returns, is
+/// added to `stragglers` so the caller can keep the task's locks until then.
+pub(crate) async fn run(
+    body: Body,
+    scope: Scope,
+    limit: Duration,
+    stragglers: &mut Vec<Straggler>,
+) -> Outcome {
     let timed_out = || {
         let error = JobTimeout {
             seconds: limit.as_secs_f64(),
@@ -198,9 +207,9 @@ pub(crate) async fn run(body: Body, scope: Scope, limit: Duration) -> Outcome {
             }
         }
         Body::Blocking(call) => {
-            let thread =
+            let mut thread =
                 tokio::task::spawn_blocking(move || current::blocking(scope, || guarded(call)));
-            match tokio::time::timeout(limit, thread).await {
+            match tokio::time::timeout(limit, &mut thread).await {
                 Ok(Ok(result)) => result.and_then(|outcome| outcome),
                 Ok(Err(err)) => Err(TaskFailure::message(
                     PANIC,
@@ -209,8 +218,9 @@ pub(crate) async fn run(body: Body, scope: Scope, limit: Duration) -> Outcome {
                 Err(_) => {
                     tracing::warn!(
                         ?limit,
-                        "a plain fn task ran past its hard timeout; its thread keeps running until the function returns"
+                        "a plain fn task ran past its hard timeout; its thread keeps running until the function returns, and keeps the task's lock until then"
                     );
+                    stragglers.push(thread);
                     Err(timed_out())
                 }
             }

@@ -93,6 +93,13 @@ impl HeldLock {
     }
 }
 
+/// Releases every lock in `locks`.
+pub(crate) async fn release_all(locks: Vec<HeldLock>, tiger: &Tiger) {
+    for lock in locks {
+        lock.release(tiger).await;
+    }
+}
+
 fn ttl_ms(tiger: &Tiger) -> u64 {
     u64::try_from(tiger.config().active_task_update_timeout.as_millis())
         .unwrap_or(u64::MAX)

@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// At start: queues the next period of every periodic task on a served queue that has no
-/// copy queued, active or scheduled. A schedule that cannot be computed stops the worker.
+/// copy queued, active or scheduled. A schedule that cannot be computed (a cron expression
+/// that does not parse, or never matches) is logged and that task is skipped.
 pub(crate) async fn queue_missing(
     tiger: &Tiger,
     registry: &Registry,
@@ -34,8 +35,13 @@ pub(crate) async fn queue_missing(
         if scores.iter().any(Option::is_some) {
             continue;
         }
-        let at = queue_next(tiger, spec, queue).await?;
-        tracing::info!(func = spec.name, %queue, at, "queued periodic task");
+        match queue_next(tiger, spec, queue).await {
+            Ok(at) => tracing::info!(func = spec.name, %queue, at, "queued periodic task"),
+            Err(Error::Config(err)) => {
+                tracing::error!(func = spec.name, %queue, %err, "periodic task skipped")
+            }
+            Err(err) => return Err(err),
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use super::execute::{self, Plan, Prepared, Work};
+use super::execute::{self, Plan, Prepared, Straggler, Work};
 use super::finish::{self, Finished, RunTimes, Verdict};
 use super::locks::{self, HeldLock};
 use super::periodic;
@@ -86,7 +86,7 @@ async fn run_function(group: Vec<(Job, Plan)>) {
     }
     if let Some(spec) = ready.first().map(|(_, plan)| plan.spec) {
         if spec.schedule.is_some() {
-            // Before the run, so that a failing or crashing run never stops the schedule.
+            // Before the run, so that a failing run never stops the schedule.
             match periodic::queue_next(&tiger, spec, &queue).await {
                 Ok(at) => tracing::debug!(func = spec.name, at, "queued the next period"),
                 Err(err) => {
@@ -94,23 +94,28 @@ async fn run_function(group: Vec<(Job, Plan)>) {
                 }
             }
         }
-        let outcome = locks::hold_during(&held, &tiger, execute_all(&mut ready)).await;
+        let mut stragglers = Vec::new();
+        let outcome =
+            locks::hold_during(&held, &tiger, execute_all(&mut ready, &mut stragglers)).await;
         let ended = now();
-        for lock in held {
-            lock.release(&tiger).await;
-        }
         for (job, plan) in ready {
             job.settle(&outcome, plan, ended).await;
         }
-    } else {
-        for lock in held {
-            lock.release(&tiger).await;
+        if !stragglers.is_empty() && !held.is_empty() {
+            // A plain fn past its hard timeout still runs: its locks stay held (and renewed)
+            // until it returns, so no twin can start beside it.
+            tokio::spawn(async move {
+                locks::hold_during(&held, &tiger, futures_util::future::join_all(stragglers)).await;
+                locks::release_all(held, &tiger).await;
+            });
+            return;
         }
     }
+    locks::release_all(held, &tiger).await;
 }
 
 /// Runs the tasks: one call for a batch function, else one after another until one fails.
-async fn execute_all(ready: &mut [(Job, Plan)]) -> Outcome {
+async fn execute_all(ready: &mut [(Job, Plan)], stragglers: &mut Vec<Straggler>) -> Outcome {
     let batch = ready[0].1.entry.batch;
     if let (Some(batch), true) = (
         batch,
@@ -135,7 +140,7 @@ async fn execute_all(ready: &mut [(Job, Plan)]) -> Outcome {
                 tracing::info_span!("batch", func = plan.func, queue = %job.queue, tasks = ready.len()),
             )
         };
-        return timed(execute::run(body, scope, limit))
+        return timed(execute::run(body, scope, limit, stragglers))
             .instrument(span)
             .await;
     }
@@ -145,9 +150,14 @@ async fn execute_all(ready: &mut [(Job, Plan)]) -> Outcome {
         };
         let span =
             tracing::info_span!("task", task_id = %job.id, func = plan.func, queue = %job.queue);
-        timed(execute::run(body, job.scope(plan), plan.hard_timeout))
-            .instrument(span)
-            .await?;
+        timed(execute::run(
+            body,
+            job.scope(plan),
+            plan.hard_timeout,
+            stragglers,
+        ))
+        .instrument(span)
+        .await?;
     }
     Ok(())
 }

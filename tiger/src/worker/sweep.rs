@@ -51,10 +51,19 @@ pub(crate) async fn sweep(
     let now = now();
     let mut announced = HashSet::new();
     for queue in queues {
-        let moved = retrying("move due tasks", || {
-            scripts::schedule(tiger, &queue, now, config.scheduled_task_batch_size)
+        let batch = config.scheduled_task_batch_size;
+        let moved = match retrying("move due tasks", || {
+            scripts::schedule(tiger, &queue, now, batch)
         })
-        .await?;
+        .await
+        {
+            Ok(moved) => moved,
+            Err(err) if crate::client::is_transient(&err) => return Err(err),
+            Err(err) => {
+                tracing::error!(%queue, %err, "cannot move this queue's due tasks; skipping it this sweep");
+                continue;
+            }
+        };
         if moved > 0 {
             tracing::debug!(%queue, moved, "scheduled tasks are due");
             announced.insert(queue);
