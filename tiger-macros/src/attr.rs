@@ -233,7 +233,13 @@ fn retry_method(span: Span, value: Option<Expr>) -> syn::Result<RetryMethodArg> 
             let Expr::Path(func) = &*call.func else {
                 return Err(syn::Error::new_spanned(&call.func, EXPECTED));
             };
-            let Some(helper) = func.path.get_ident().cloned() else {
+            // `fixed(..)` or a path ending in it (`tiger::fixed(..)`).
+            let Some(helper) = func
+                .path
+                .segments
+                .last()
+                .map(|segment| segment.ident.clone())
+            else {
                 return Err(syn::Error::new_spanned(&func.path, EXPECTED));
             };
             let arity = match helper.to_string().as_str() {

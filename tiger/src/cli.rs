@@ -29,9 +29,10 @@ pub struct WorkerArgs {
     #[arg(long, env = REDIS_URL_ENV, default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
 
-    /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX).
-    #[arg(long, env = PREFIX_ENV, default_value = "t")]
-    pub prefix: String,
+    /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX) [default: the program's Config,
+    /// `t`].
+    #[arg(long, env = PREFIX_ENV)]
+    pub prefix: Option<String>,
 
     /// How many tasks run at once in this process.
     #[arg(short = 'c', long, default_value_t = Worker::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
@@ -61,18 +62,25 @@ impl WorkerArgs {
         WorkerArgs::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
     }
 
-    /// Connects to Redis and runs a worker with these flags until drained (`--once`) or
-    /// until SIGINT / SIGTERM, after which tasks in flight finish before it returns.
+    /// Connects to Redis and runs a worker with these flags and TaskTiger's default settings
+    /// until drained (`--once`) or until SIGINT / SIGTERM, after which tasks in flight finish
+    /// before it returns.
+    pub async fn run(self) -> Result<()> {
+        self.run_with(Config::default()).await
+    }
+
+    /// [`WorkerArgs::run`] with the program's own settings; `--prefix` (or `TIGER_PREFIX`)
+    /// overrides `config.redis_prefix` when given.
     ///
     /// The worker's handle also becomes the process-wide one ([`Tiger::set_global`]) unless
     /// the program set one already, so `delay` calls outside tasks reach the same Redis.
-    pub async fn run(self) -> Result<()> {
+    pub async fn run_with(self, config: Config) -> Result<()> {
         let shutdown = signals()?;
         let config = Config {
-            redis_prefix: self.prefix.clone(),
-            ..Config::default()
+            redis_prefix: self.prefix.clone().unwrap_or(config.redis_prefix.clone()),
+            ..config
         };
-        tracing::info!(redis = %crate::client::redact(&self.redis_url), prefix = %self.prefix, "connecting to Redis");
+        tracing::info!(redis = %crate::client::redact(&self.redis_url), prefix = %config.redis_prefix, "connecting to Redis");
         let tiger = Tiger::connect_with(&self.redis_url, config).await?;
         let _ = Tiger::set_global(tiger.clone());
         let mut worker = Worker::new(tiger)
@@ -180,7 +188,8 @@ pub fn init_logging() {
 }
 
 /// The worker program: parses the flags (`--help` lists them), logs to stderr, runs a
-/// worker on a new Tokio runtime, and exits with status 1 on a start-up error.
+/// worker with TaskTiger's default settings on a new Tokio runtime, and exits with status 1
+/// on a start-up error. [`run_worker_with`] takes the program's own [`Config`].
 ///
 /// ```no_run
 /// fn main() {
@@ -191,6 +200,23 @@ pub fn init_logging() {
 /// Call it from a synchronous `main`; inside an async `main`, use
 /// [`run_worker_async`] instead.
 pub fn run_worker() {
+    run_worker_with(Config::default())
+}
+
+/// [`run_worker`] with the program's own settings (`BATCH_QUEUES`, timers, ...); the flags
+/// still choose Redis, queues and concurrency, and `--prefix` overrides
+/// `config.redis_prefix` when given.
+///
+/// ```no_run
+/// fn main() {
+///     let config = tiger::Config {
+///         batch_queues: [("import".to_owned(), 100)].into(),
+///         ..tiger::Config::default()
+///     };
+///     tiger::run_worker_with(config)
+/// }
+/// ```
+pub fn run_worker_with(config: Config) {
     let args = WorkerArgs::from_env();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -198,7 +224,7 @@ pub fn run_worker() {
         .build();
     match runtime {
         Ok(runtime) => {
-            let result = runtime.block_on(args.run());
+            let result = runtime.block_on(args.run_with(config));
             // Do not wait for the thread of a plain fn that ran past its hard timeout: its
             // outcome is recorded, and it would keep the process (and a second signal) waiting.
             runtime.shutdown_background();
@@ -219,10 +245,18 @@ pub fn run_worker() {
 ///     tiger::run_worker_async().await
 /// }
 /// ```
+///
+/// When it returns, your runtime's shutdown waits for the thread of a plain `fn` task that
+/// ran past its hard timeout; [`run_worker`] does not.
 pub async fn run_worker_async() {
+    run_worker_async_with(Config::default()).await
+}
+
+/// [`run_worker_async`] with the program's own settings, as [`run_worker_with`].
+pub async fn run_worker_async_with(config: Config) {
     let args = WorkerArgs::from_env();
     init_logging();
-    exit_on_error(args.run().await);
+    exit_on_error(args.run_with(config).await);
 }
 
 /// Prints a start-up error and exits with status 1; returns on success.
@@ -257,8 +291,8 @@ mod tests {
         assert_eq!(args.queues, ["a", "b.c"]);
         assert_eq!(args.exclude_queues, ["b"]);
         assert_eq!(
-            (args.prefix.as_str(), args.concurrency, args.once),
-            ("p", 3, true)
+            (args.prefix.as_deref(), args.concurrency, args.once),
+            (Some("p"), 3, true)
         );
         assert!(WorkerArgs::try_parse_from(["worker", "--concurrency", "0"]).is_err());
         let empty = WorkerArgs::try_parse_from(["worker", "-q", "", "-e", ","]).unwrap();

@@ -163,8 +163,10 @@ impl Delay {
     }
 
     /// Retries only errors of type `E` (adds to the per-call list, which replaces the
-    /// attribute's `retry_on`). Implies `retry`.
-    pub fn retry_on<E: 'static>(mut self) -> Delay {
+    /// attribute's `retry_on`). Implies `retry`. A per-call list is stored as names and
+    /// matches the type the task returned; the attribute's types are also found inside the
+    /// error's `source()` chain.
+    pub fn retry_on<E: std::error::Error + 'static>(mut self) -> Delay {
         self.options
             .retry_on
             .get_or_insert_with(Vec::new)

@@ -66,10 +66,24 @@
 ///
 /// # Options
 ///
-/// | option | meaning | default |
-/// |---|---|---|
-/// | `queue = "..."` | the queue `delay` enqueues on; dots make subqueues (`"emails.bulk"`) | [`Config::default_queue`] |
-/// | `name = "..."` | the serialized name stored in the task and looked up by the worker; set it to a Python task's `"module:qualname"` to take over its tasks | `"<module_path>:<fn name>"` |
+/// | option | meaning |
+/// |---|---|
+/// | `queue = "emails.bulk"` | the queue `delay` enqueues on; dots make subqueues (default [`Config::default_queue`]) |
+/// | `name = "app.mail:send"` | the serialized name looked up by the worker (default `"<module_path>:<fn name>"`); a Python task's `"module:qualname"` takes over its tasks |
+/// | `unique`, `unique_key = ["p"]` | the id is TaskTiger's hash of the name and the arguments (or these parameters) |
+/// | `lock`, `lock_key = ["p"]` | at most one task with the same lock id runs at a time |
+/// | `retry` | retry failures with [`Config::default_retry_method`] |
+/// | `retry_method = fixed(60, 3)` | or `linear(d, inc, max)`, `exponential(d, factor, max)`, or a path to `fn(u32) -> Option<Duration>` |
+/// | `retry_on = [MyError, tiger::JobTimeout]` | retry only these errors (also found in the error's `source()` chain) |
+/// | `hard_timeout = 30` | seconds before the task is stopped and fails with [`JobTimeout`] |
+/// | `max_queue_size = 1000` | `delay` fails with [`Error::QueueFull`] when the queue holds this many |
+/// | `max_stored_executions = 10` | keep only the last n execution records |
+/// | `batch` | the function takes `Vec<(A, B)>`; `delay(a, b)` queues one call |
+/// | `schedule = periodic(hours = 1)` | or `cron("*/5 * * * *")`: a periodic task, with no parameters |
+///
+/// Each but `name`, `batch` and `schedule` can also be set per call on the [`Delay`]
+/// (`.queue(..)`, `.unique(..)`, `.when(..)`, `.retry_method(tiger::fixed(60.0, 3))`, ...);
+/// the README's "Task options" has the details and TaskTiger's semantics.
 ///
 /// An unknown or repeated option is a compile error on that option.
 ///
@@ -88,9 +102,10 @@
 /// # Parameters and return type
 ///
 /// Each parameter must be a plain name with an owned type that is `Serialize +
-/// DeserializeOwned + Send + 'static`; arguments travel as a JSON list in parameter order.
-/// A stored task may also carry Python-style keyword arguments, matched by parameter name;
-/// a missing `Option` parameter is `None`.
+/// DeserializeOwned + Send + 'static`. Arguments travel as a JSON list in parameter order
+/// (`args`), or, for a task with `unique_key` or `lock_key`, as an object by parameter name
+/// (`kwargs`), which is where TaskTiger reads those keys. A stored task may carry both, as
+/// Python producers write them; a missing `Option` parameter is `None`.
 ///
 /// `async fn` tasks run on the worker's Tokio runtime; plain `fn` tasks run on Tokio's
 /// blocking pool. A task returns `()` or `Result<T, E>` where `E` converts into
@@ -135,7 +150,9 @@ pub mod testing;
 mod time;
 pub mod worker;
 
-pub use cli::{WorkerArgs, init_logging, run_worker, run_worker_async};
+pub use cli::{
+    WorkerArgs, init_logging, run_worker, run_worker_async, run_worker_async_with, run_worker_with,
+};
 pub use client::{DEFAULT_REDIS_URL, Tiger};
 pub use config::Config;
 pub use enqueue::Delay;
@@ -144,9 +161,9 @@ pub use error::{Error, Result};
 pub use keys::State;
 pub use retry::{RetryMethod, exponential, fixed, linear};
 pub use schedule::{Schedule, cron, periodic};
+pub use task::TaskId;
 pub use task::current::{CurrentTask, current_task};
 pub use task::outcome::{JobTimeout, Retry};
-pub use task::{RetryOn, TaskId, TaskSpec};
 pub use worker::{Worker, queue_matches};
 
 /// Used by the code `#[tiger::task]` generates; not a public API.
