@@ -192,6 +192,16 @@ pub fn gate_peak(token: &str) -> usize {
 /// `<dir>/release`, then creates `<dir>/finished-<n>`.
 #[tiger::task(queue = "files")]
 pub async fn file_gate(dir: String, n: u32) -> Result<(), String> {
+    wait_for_release(dir, n).await
+}
+
+/// [`file_gate()`] that retries (0.1 s apart, three times).
+#[tiger::task(queue = "files", retry_method = fixed(0.1, 3))]
+pub async fn file_gate_retried(dir: String, n: u32) -> Result<(), String> {
+    wait_for_release(dir, n).await
+}
+
+async fn wait_for_release(dir: String, n: u32) -> Result<(), String> {
     let dir = std::path::PathBuf::from(dir);
     std::fs::write(dir.join(format!("started-{n}")), b"").map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -231,27 +241,14 @@ impl Fixture {
             .expect("worker ran");
     }
 
-    /// Every key under the test's prefix, without the prefix. Locks (`lockv2:*`) that
-    /// expire on their own are left out: the scheduled sweep's rate limiter outlives a
-    /// drain by design. A lock without a time to live is kept, so tests catch it as a leak.
+    /// Every key under the test's prefix, without the prefix (locks that expire on their
+    /// own left out, see [`TestRedis::keys`]).
     pub async fn keys(&self) -> BTreeSet<String> {
         let prefix = format!("{}:", self.tiger.keys().prefix());
-        let mut left = BTreeSet::new();
-        for key in self.redis.keys(&self.tiger).await.expect("scan keys") {
-            let name = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
-            if name.starts_with("lockv2:") {
-                let ttl: i64 = redis::cmd("PTTL")
-                    .arg(&key)
-                    .query_async(&mut self.tiger.connection())
-                    .await
-                    .expect("pttl");
-                if ttl > 0 || ttl == -2 {
-                    continue;
-                }
-            }
-            left.insert(name);
-        }
-        left
+        let keys = self.redis.keys(&self.tiger).await.expect("scan keys");
+        keys.into_iter()
+            .map(|key| key.strip_prefix(&prefix).unwrap_or(&key).to_owned())
+            .collect()
     }
 
     /// The ids in `<state>:<queue>`, lowest score first.

@@ -196,3 +196,75 @@ fn a_bad_flag_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("must be at least 1"));
 }
+
+/// Starts the worker binary on a task that holds until released, SIGKILLs it mid-task, and
+/// returns once the task is active with no worker.
+async fn kill_mid_task(fx: &Fixture, dir: &TempDir) {
+    let log = dir.path("worker.log");
+    let mut worker = start_worker(fx, &log, &["-q", "files"]);
+    wait_until(Duration::from_secs(20), "the task to start", || async {
+        dir.path("started-1").exists()
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(
+        fx.ids(State::Active, "files").await.len(),
+        1,
+        "left active by the dead worker"
+    );
+}
+
+#[tokio::test]
+async fn a_task_whose_worker_is_killed_is_recovered_to_error_with_a_record() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let id = file_gate::delay(dir.0.to_string_lossy().into_owned(), 1)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    kill_mid_task(&fx, &dir).await;
+    // Another worker (test timers: lost after 2 s, looked for every 0.4 s) recovers it.
+    let rescuer = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["elsewhere"]));
+    wait_until(
+        Duration::from_secs(10),
+        "the lost task to be recovered",
+        || async { fx.ids(State::Error, "files").await == [id.as_str()] },
+    )
+    .await;
+    rescuer.stop().await;
+    let records = fx.executions(id.as_str()).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0]["exception_name"],
+        "tasktiger.exceptions:JobTimeoutException"
+    );
+    assert!(
+        records[0]["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("worker lost")
+    );
+    fx.assert_only_errored("files", &[id.as_str()]).await;
+}
+
+#[tokio::test]
+async fn a_retrying_task_whose_worker_is_killed_runs_again_and_the_run_counts() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let id = file_gate_retried::delay(dir.0.to_string_lossy().into_owned(), 1)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    kill_mid_task(&fx, &dir).await;
+    std::fs::write(dir.path("release"), b"").unwrap();
+    let rescuer = spawn_worker(tiger::Worker::new(fx.tiger.clone()));
+    wait_until(
+        Duration::from_secs(10),
+        "the task to run again and finish",
+        || async { dir.path("finished-1").exists() && fx.keys().await.is_empty() },
+    )
+    .await;
+    rescuer.stop().await;
+    let _ = id;
+}

@@ -287,3 +287,32 @@ async fn results_are_recorded_after_the_workers_connection_is_killed() {
     .await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_task_with_live_heartbeats_is_not_taken_for_lost() {
+    let fx = Fixture::new().await;
+    let token = token();
+    hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()));
+    wait_until(Duration::from_secs(10), "the task to start", || async {
+        count(&token) > 0
+    })
+    .await;
+    // Longer than ACTIVE_TASK_UPDATE_TIMEOUT (2 s in tests), with recovery looking every 0.4 s.
+    let since = std::time::Instant::now();
+    wait_until(Duration::from_secs(10), "3 s to pass", || async {
+        since.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+    assert_eq!(
+        fx.ids(State::Active, "hold").await.len(),
+        1,
+        "still running, not recovered"
+    );
+    release(&token);
+    wait_until(Duration::from_secs(10), "the task to finish", || async {
+        fx.keys().await.is_empty()
+    })
+    .await;
+    worker.stop().await;
+}

@@ -64,6 +64,12 @@ pub struct Config {
     /// queue (or a subqueue of it; the most specific dotted prefix wins) and runs them as one
     /// group: a `batch` task gets them in one call. Default none.
     pub batch_queues: std::collections::HashMap<String, usize>,
+    /// `REQUEUE_EXPIRED_TASKS_INTERVAL`: one worker at a time looks for lost tasks (active
+    /// with a heartbeat older than `ACTIVE_TASK_UPDATE_TIMEOUT`), at most this often.
+    /// Default 30 s.
+    pub requeue_expired_tasks_interval: Duration,
+    /// `REQUEUE_EXPIRED_TASKS_BATCH_SIZE`: at most this many lost tasks per look. Default 10.
+    pub requeue_expired_tasks_batch_size: usize,
     /// `LOCK_RETRY`: a task whose lock is taken, or a unique task popped while another copy
     /// runs, goes to `scheduled` this far in the future. Default 1 s.
     pub lock_retry: Duration,
@@ -91,6 +97,8 @@ impl Default for Config {
             active_task_update_timeout: Duration::from_secs(60),
             default_retry_method: crate::retry::fixed(60.0, 3),
             always_eager: false,
+            requeue_expired_tasks_interval: Duration::from_secs(30),
+            requeue_expired_tasks_batch_size: 10,
             batch_queues: std::collections::HashMap::new(),
             lock_retry: Duration::from_secs(1),
             select_timeout: Duration::from_secs(1),

@@ -109,6 +109,11 @@ impl Keys {
         )
     }
 
+    /// `t:lockv2:queue_expired_tasks`: lets one worker at a time recover lost tasks.
+    pub fn expired_sweep_lock(&self) -> String {
+        format!("{}:lockv2:queue_expired_tasks", self.prefix)
+    }
+
     /// `t:activity`: the channel a queue name is published on when a task is queued.
     pub fn activity(&self) -> String {
         format!("{}:activity", self.prefix)

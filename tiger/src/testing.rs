@@ -192,7 +192,9 @@ impl TestRedis {
         .await
     }
 
-    /// Every key under `tiger`'s prefix, for asserting that nothing stray is left.
+    /// Every key under `tiger`'s prefix, for asserting that nothing stray is left. Locks
+    /// (`<prefix>:lockv2:*`) that expire on their own are left out: the sweeps' rate limits
+    /// outlive a worker by design. A lock without a time to live is listed, as a leak.
     pub async fn keys(&self, tiger: &Tiger) -> Result<BTreeSet<String>> {
         let pattern = format!("{}:*", tiger.keys().prefix());
         let mut conn = tiger.connection();
@@ -207,7 +209,16 @@ impl TestRedis {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await?;
-            keys.extend(batch);
+            let locks = format!("{}:lockv2:", tiger.keys().prefix());
+            for key in batch {
+                if key.starts_with(&locks) {
+                    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
+                    if ttl > 0 || ttl == -2 {
+                        continue;
+                    }
+                }
+                keys.insert(key);
+            }
             if next == 0 {
                 return Ok(keys);
             }
@@ -225,6 +236,7 @@ pub fn test_config() -> Config {
         lock_retry: Duration::from_millis(300),
         select_timeout: Duration::from_millis(100),
         queue_scheduled_tasks_time: Duration::ZERO,
+        requeue_expired_tasks_interval: Duration::from_millis(400),
         queue_refresh_interval: Duration::from_millis(500),
         ..Config::default()
     }

@@ -1,8 +1,9 @@
-//! The worker binary the integration tests start as a child process. It is exactly what a
-//! user writes: the tasks come from the linked `tiger_tests` library.
+//! The worker binary the integration tests start as a child process. It is what a user
+//! writes, with the tests' short timers (`tiger::testing::test_config`); the tasks come from
+//! the linked `tiger_tests` library.
 
 use tiger_tests as _;
 
 fn main() {
-    tiger::run_worker()
+    tiger::run_worker_with(tiger::testing::test_config())
 }

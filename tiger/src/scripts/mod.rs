@@ -168,6 +168,8 @@ pub(crate) struct Move<'a> {
     pub(crate) record: Option<&'a str>,
     /// Keep only this many records (`max_stored_executions`).
     pub(crate) keep_records: Option<u32>,
+    /// Move only if the score in `from` is at most this (an expired heartbeat).
+    pub(crate) if_score_at_most: Option<f64>,
 }
 
 /// Runs the move; `Ok(false)` means the task was no longer in `from` and nothing changed.
@@ -211,7 +213,12 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
         .arg(m.record.unwrap_or(""))
         .arg(m.keep_records.unwrap_or(0))
         .arg(publish)
-        .arg(if m.from == State::Error { "1" } else { "0" });
+        .arg(if m.from == State::Error { "1" } else { "0" })
+        .arg(
+            m.if_score_at_most
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        );
     let moved: i64 = call.invoke_async(&mut tiger.connection()).await?;
     Ok(moved == 1)
 }

@@ -8,11 +8,17 @@
 --       4 score in the to zset, 5 ZADD flag ('' = plain, 'NX', 'LT'),
 --       6 '1' if the task is unique, 7 execution record JSON ('' = none),
 --       8 how many records to keep ('' or '0' = all), 9 channel to publish the queue
---       name on when the task becomes queued ('' = none), 10 '1' if moving out of error
+--       name on when the task becomes queued ('' = none), 10 '1' if moving out of error,
+--       11 the highest from-score to accept ('' = any): recovery of a lost task passes its
+--       cutoff, so a task whose heartbeat came back meanwhile is left alone
 -- Returns 1, or 0 without changing anything when the id is not in the from zset (another
--- worker or an operator moved it first).
+-- worker or an operator moved it first) or its score is above ARGV[11].
 local id = ARGV[1]
-if not redis.call('ZSCORE', KEYS[1], id) then
+local score = redis.call('ZSCORE', KEYS[1], id)
+if not score then
+  return 0
+end
+if ARGV[11] ~= '' and tonumber(score) > tonumber(ARGV[11]) then
   return 0
 end
 

@@ -132,13 +132,7 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
     } else {
         None
     };
-    let method = task.retry_method.as_ref().and_then(|stored| match StoredRetry::from_json(stored) {
-        Ok(method) => Some(method),
-        Err(err) => {
-            tracing::warn!(task_id = id, %err, "ignoring a malformed `retry_method`; the task will not be retried");
-            None
-        }
-    });
+    let retry = retry_policy(&task, id);
     let hard_timeout = task
         .hard_timeout
         .or(entry.spec.hard_timeout)
@@ -157,10 +151,7 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
             unique: task.unique,
             lock_id,
             hard_timeout,
-            retry: RetryPolicy {
-                method,
-                retry_on: task.retry_on,
-            },
+            retry,
             keep_records: task.max_stored_executions,
             work: Some(work),
         }),
@@ -173,6 +164,22 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
 
 /// The thread of a plain `fn` task that ran past its hard timeout and is still going.
 pub(crate) type Straggler = tokio::task::JoinHandle<Result<Outcome, TaskFailure>>;
+
+/// The stored retry options of `task`. A malformed `retry_method` is logged and treated as
+/// none.
+pub(crate) fn retry_policy(task: &StoredTask<'_>, id: &str) -> RetryPolicy {
+    let method = task.retry_method.as_ref().and_then(|stored| match StoredRetry::from_json(stored) {
+        Ok(method) => Some(method),
+        Err(err) => {
+            tracing::warn!(task_id = id, %err, "ignoring a malformed `retry_method`; the task will not be retried");
+            None
+        }
+    });
+    RetryPolicy {
+        method,
+        retry_on: task.retry_on.clone(),
+    }
+}
 
 /// Runs a prepared call to its outcome inside `scope` (what `current_task()` and `delay`
 /// see), for at most `limit`. A panic is caught and becomes a failure. A plain `fn` runs on

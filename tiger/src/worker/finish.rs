@@ -49,6 +49,9 @@ pub(crate) struct Finished<'a> {
     pub(crate) queue: &'a str,
     pub(crate) id: &'a str,
     pub(crate) unique: bool,
+    /// Change nothing unless the task's active score (its last heartbeat) is at most this:
+    /// set when recovering a lost task.
+    pub(crate) fence: Option<f64>,
 }
 
 /// What happens to a task after a failed run.
@@ -141,6 +144,7 @@ pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
         unique: task.unique,
         record: None,
         keep_records: None,
+        if_score_at_most: task.fence,
     };
     retrying("record the task's success", || {
         scripts::move_task(tiger, &step)
@@ -159,6 +163,7 @@ pub(crate) async fn defer(tiger: &Tiger, task: Finished<'_>, at: f64) -> Result<
         unique: task.unique,
         record: None,
         keep_records: None,
+        if_score_at_most: task.fence,
     };
     retrying("defer the task", || scripts::move_task(tiger, &step)).await
 }
@@ -222,6 +227,7 @@ pub(crate) async fn fail(
         unique: task.unique,
         record,
         keep_records,
+        if_score_at_most: task.fence,
     };
     retrying("record the task's failure", || {
         scripts::move_task(tiger, &step)

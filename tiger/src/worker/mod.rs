@@ -38,6 +38,7 @@ mod finish;
 mod locks;
 mod periodic;
 mod queues;
+mod recover;
 mod run;
 mod sweep;
 
@@ -282,6 +283,9 @@ impl Loop {
         match sweep::sweep(&self.tiger, &self.filter, &self.group).await {
             Ok(queues) => self.queues.extend(queues),
             Err(err) => tracing::warn!(%err, "cannot move due scheduled tasks"),
+        }
+        if let Err(err) = recover::sweep(&self.tiger, &self.registry).await {
+            tracing::warn!(%err, "cannot look for lost tasks");
         }
     }
 

@@ -183,6 +183,7 @@ impl Job {
             queue: &self.queue,
             id: &self.id,
             unique,
+            fence: None,
         }
     }
 
