@@ -701,3 +701,20 @@ pub fn stuck(seconds: u64) {
 pub async fn bounded_unique(n: u32) {
     let _ = n;
 }
+
+/// Like [`file_gate()`] but per process: creates `<dir>/started-<pid>`, waits for
+/// `<dir>/release-<pid>`, then creates `<dir>/finished-<pid>`; retried after failures.
+#[tiger::task(queue = "pid", retry_method = fixed(0.1, 3))]
+pub async fn pid_gate(dir: String) -> Result<(), String> {
+    let dir = std::path::PathBuf::from(dir);
+    let pid = std::process::id();
+    std::fs::write(dir.join(format!("started-{pid}")), b"").map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !dir.join(format!("release-{pid}")).exists() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("never released".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(dir.join(format!("finished-{pid}")), b"").map_err(|e| e.to_string())
+}

@@ -268,3 +268,76 @@ async fn a_retrying_task_whose_worker_is_killed_runs_again_and_the_run_counts() 
     rescuer.stop().await;
     let _ = id;
 }
+
+#[tokio::test]
+async fn a_frozen_worker_that_wakes_after_its_task_was_recovered_changes_nothing() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let id = pid_gate::delay(dir.0.to_string_lossy().into_owned())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let log = dir.path("frozen.log");
+    let mut frozen = start_worker(&fx, &log, &["-q", "pid"]);
+    let frozen_pid = frozen.id();
+    wait_until(Duration::from_secs(20), "the task to start", || async {
+        dir.path(&format!("started-{frozen_pid}")).exists()
+    })
+    .await;
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &frozen_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // Another worker finds the task lost (no heartbeat for 2 s), retries it and runs it.
+    let rescuer = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["pid"]));
+    let me = std::process::id();
+    wait_until(
+        Duration::from_secs(15),
+        "the rescuer to run the task again",
+        || async { dir.path(&format!("started-{me}")).exists() },
+    )
+    .await;
+
+    // The frozen worker wakes up and finishes its stale run while the rescuer's is active.
+    std::fs::write(dir.path(&format!("release-{frozen_pid}")), b"").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &frozen_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the stale run to end and be refused",
+        || async {
+            dir.path(&format!("finished-{frozen_pid}")).exists()
+                && log_text(&log).contains("no longer active")
+        },
+    )
+    .await;
+    assert_eq!(
+        fx.ids(State::Active, "pid").await,
+        [id.as_str()],
+        "still the rescuer's"
+    );
+    assert!(
+        fx.body(id.as_str()).await.is_some(),
+        "its body was not deleted"
+    );
+
+    std::fs::write(dir.path(&format!("release-{me}")), b"").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the rescuer's run to be recorded",
+        || async { fx.keys().await.is_empty() },
+    )
+    .await;
+    rescuer.stop().await;
+    let _ = frozen.kill();
+    let _ = frozen.wait();
+}

@@ -37,7 +37,7 @@ pub struct Config {
     /// `<prefix>:active:<queue>`) of the tasks it runs. Default 10 s.
     pub active_task_update_timer: Duration,
     /// `ACTIVE_TASK_UPDATE_TIMEOUT`: a heartbeat older than this marks an active task as
-    /// abandoned, for TaskTiger workers and (in a later release) tiger's own sweep.
+    /// lost, and the recovery sweep settles it. Also the time to live of task locks.
     /// Default 60 s.
     pub active_task_update_timeout: Duration,
     /// `DEFAULT_RETRY_METHOD`: how a task that retries but names no method is retried.

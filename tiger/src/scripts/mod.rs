@@ -15,6 +15,7 @@ static DEQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("de
 static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("move_task.lua")));
 static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("schedule.lua")));
 static LOCK_RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lock_renew.lua")));
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("heartbeat.lua")));
 static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lock_release.lua")));
 
@@ -38,6 +39,29 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
         .invoke_async(&mut tiger.connection())
         .await?;
     Ok(moved)
+}
+
+/// The active scores a worker may have written last for a task: the confirmed heartbeat
+/// and one in flight.
+pub(crate) type Claim = (f64, Option<f64>);
+
+/// Refreshes the heartbeat of `(active zset, id, scores this worker may have written)`
+/// tasks to `now` where the score is still one of those; returns, per task, whether it was.
+pub(crate) async fn heartbeat(
+    tiger: &Tiger,
+    tasks: &[(String, &str, Claim)],
+    now: f64,
+) -> Result<Vec<bool>> {
+    let mut call = HEARTBEAT.prepare_invoke();
+    call.arg(now);
+    for (key, id, (score, pending)) in tasks {
+        call.key(key)
+            .arg(*id)
+            .arg(*score)
+            .arg(pending.map(|s| s.to_string()).unwrap_or_default());
+    }
+    let flags: Vec<i64> = call.invoke_async(&mut tiger.connection()).await?;
+    Ok(flags.into_iter().map(|flag| flag == 1).collect())
 }
 
 /// Renews the lock `key` if it still holds `token`.
@@ -170,6 +194,9 @@ pub(crate) struct Move<'a> {
     pub(crate) keep_records: Option<u32>,
     /// Move only if the score in `from` is at most this (an expired heartbeat).
     pub(crate) if_score_at_most: Option<f64>,
+    /// Move only if the score in `from` is one of these (the heartbeats this worker may
+    /// have written last).
+    pub(crate) if_score_is: Option<Claim>,
 }
 
 /// Runs the move; `Ok(false)` means the task was no longer in `from` and nothing changed.
@@ -216,6 +243,17 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
         .arg(if m.from == State::Error { "1" } else { "0" })
         .arg(
             m.if_score_at_most
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        )
+        .arg(
+            m.if_score_is
+                .map(|(s, _)| s.to_string())
+                .unwrap_or_default(),
+        )
+        .arg(
+            m.if_score_is
+                .and_then(|(_, s)| s)
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         );

@@ -52,6 +52,9 @@ pub(crate) struct Finished<'a> {
     /// Change nothing unless the task's active score (its last heartbeat) is at most this:
     /// set when recovering a lost task.
     pub(crate) fence: Option<f64>,
+    /// Change nothing unless the task's active score is one of these: the heartbeats the
+    /// worker that ran it may have written last (its lease on the task).
+    pub(crate) lease: Option<scripts::Claim>,
 }
 
 /// What happens to a task after a failed run.
@@ -145,6 +148,7 @@ pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
         record: None,
         keep_records: None,
         if_score_at_most: task.fence,
+        if_score_is: task.lease,
     };
     retrying("record the task's success", || {
         scripts::move_task(tiger, &step)
@@ -164,6 +168,7 @@ pub(crate) async fn defer(tiger: &Tiger, task: Finished<'_>, at: f64) -> Result<
         record: None,
         keep_records: None,
         if_score_at_most: task.fence,
+        if_score_is: task.lease,
     };
     retrying("defer the task", || scripts::move_task(tiger, &step)).await
 }
@@ -228,6 +233,7 @@ pub(crate) async fn fail(
         record,
         keep_records,
         if_score_at_most: task.fence,
+        if_score_is: task.lease,
     };
     retrying("record the task's failure", || {
         scripts::move_task(tiger, &step)

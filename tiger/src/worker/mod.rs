@@ -35,6 +35,7 @@ use crate::{
 
 pub(crate) mod execute;
 mod finish;
+mod lease;
 mod locks;
 mod periodic;
 mod queues;
@@ -45,6 +46,7 @@ mod sweep;
 pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
 pub use queues::queue_matches;
 
+use lease::Lease;
 use queues::{Activity, QueueFilter};
 use run::Job;
 
@@ -202,7 +204,7 @@ struct Loop {
     activity: Activity,
     in_flight: JoinSet<()>,
     /// Queue and ids of the tasks each Tokio task in flight runs, for heartbeats.
-    running: HashMap<tokio::task::Id, (String, Vec<String>)>,
+    running: HashMap<tokio::task::Id, (String, Vec<(String, Lease)>)>,
     concurrency: usize,
 }
 
@@ -372,17 +374,21 @@ impl Loop {
         };
         let (bodies, counts) = bodies.split_at(valid.len());
         let mut members = Vec::with_capacity(valid.len());
+        let mut leases = Vec::with_capacity(valid.len());
         for ((id, body), count) in valid.iter().zip(bodies).zip(counts) {
             let failures = count
                 .as_deref()
                 .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok())
                 .unwrap_or(0);
+            let lease = Lease::new(started);
+            leases.push((id.clone(), lease.clone()));
             let job = Job {
                 tiger: self.tiger.clone(),
                 queue: queue.to_owned(),
                 id: id.clone(),
                 started,
                 failures,
+                lease,
             };
             let prepared = body
                 .as_deref()
@@ -392,13 +398,12 @@ impl Loop {
         // A batch queue runs what it took as one group (one slot); others, task by task.
         if self.tiger.config().batch_size(queue) > 1 {
             let handle = self.in_flight.spawn(run::run_group(members));
-            self.running.insert(handle.id(), (queue.to_owned(), valid));
+            self.running.insert(handle.id(), (queue.to_owned(), leases));
         } else {
-            for member in members {
-                let id = member.0.id.clone();
+            for (member, lease) in members.into_iter().zip(leases) {
                 let handle = self.in_flight.spawn(run::run_group(vec![member]));
                 self.running
-                    .insert(handle.id(), (queue.to_owned(), vec![id]));
+                    .insert(handle.id(), (queue.to_owned(), vec![lease]));
             }
         }
         Ok(taken)
@@ -420,19 +425,37 @@ impl Loop {
     async fn heartbeat(&mut self) {
         let now = now();
         let keys = self.tiger.keys();
-        let mut pipe = redis::pipe();
-        for (queue, ids) in self.running.values() {
-            for id in ids {
-                pipe.cmd("ZADD")
-                    .arg(keys.queue(State::Active, queue))
-                    .arg("XX")
-                    .arg(now)
-                    .arg(id)
-                    .ignore();
+        let tasks: Vec<(String, &str, &Lease)> = self
+            .running
+            .values()
+            .flat_map(|(queue, leases)| {
+                leases
+                    .iter()
+                    .map(move |(id, lease)| (keys.queue(State::Active, queue), id.as_str(), lease))
+            })
+            .collect();
+        let claims: Vec<(String, &str, scripts::Claim)> = tasks
+            .iter()
+            .map(|(key, id, lease)| {
+                let scores = lease.scores();
+                lease.renewing(now);
+                (key.clone(), *id, scores)
+            })
+            .collect();
+        match scripts::heartbeat(&self.tiger, &claims, now).await {
+            Ok(flags) => {
+                for ((_, id, lease), kept) in tasks.iter().zip(flags) {
+                    if kept {
+                        lease.renewed(now);
+                    } else {
+                        tracing::warn!(
+                            task_id = id,
+                            "task is no longer this worker's (recovered or finished elsewhere); its result will not be recorded here"
+                        );
+                    }
+                }
             }
-        }
-        if let Err(err) = pipe.query_async::<()>(&mut self.tiger.connection()).await {
-            tracing::warn!(%err, tasks = self.running.len(), "heartbeat failed");
+            Err(err) => tracing::warn!(%err, tasks = tasks.len(), "heartbeat failed"),
         }
     }
 }

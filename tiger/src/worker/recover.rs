@@ -109,6 +109,7 @@ async fn settle_lost(tiger: &Tiger, registry: &Registry, queue: &str, id: &str, 
         id,
         unique,
         fence: Some(cutoff),
+        lease: None,
     };
     let Some(task) = task else {
         // Nothing to run again: a missing body is removed (a malformed one kept in error).

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::execute::{self, Plan, Prepared, Straggler, Work};
 use super::finish::{self, Finished, RunTimes, Verdict};
+use super::lease::Lease;
 use super::locks::{self, HeldLock};
 use super::periodic;
 use crate::{
@@ -32,6 +33,8 @@ pub(crate) struct Job {
     pub(crate) started: f64,
     /// Failed executions before this run (`executions_count`).
     pub(crate) failures: u32,
+    /// This worker's claim on the task.
+    pub(crate) lease: Lease,
 }
 
 /// Runs what one dequeue took. `None` stands for a task whose body was not found.
@@ -184,6 +187,7 @@ impl Job {
             id: &self.id,
             unique,
             fence: None,
+            lease: Some(self.lease.scores()),
         }
     }
 
