@@ -341,3 +341,82 @@ async fn a_frozen_worker_that_wakes_after_its_task_was_recovered_changes_nothing
     let _ = frozen.kill();
     let _ = frozen.wait();
 }
+
+#[tokio::test]
+async fn a_worker_started_before_its_redis_waits_for_it() {
+    let port = tiger::testing::free_port().unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    let prefix = tiger::testing::unique_prefix();
+    let mut worker = Command::new(WORKER)
+        .args(["--redis-url", &url, "--prefix", &prefix, "-q", "files"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the worker to wait for Redis",
+        || async { log_text(&log).contains("waiting for Redis") },
+    )
+    .await;
+    assert!(worker.try_wait().unwrap().is_none(), "still running");
+
+    let _server = tiger::testing::RedisServer::start_on(port).unwrap();
+    let config = tiger::Config {
+        redis_prefix: prefix,
+        ..tiger::testing::test_config()
+    };
+    let tiger = tiger::Tiger::connect_with(&url, config).await.unwrap();
+    std::fs::write(dir.path("release"), b"").unwrap();
+    file_gate::delay(dir.0.to_string_lossy().into_owned(), 1)
+        .on(&tiger)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the task to run once Redis is up",
+        || async { dir.path("finished-1").exists() },
+    )
+    .await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_for_exit(&mut worker, Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}; log:\n{}", log_text(&log));
+}
+
+#[tokio::test]
+async fn a_worker_waiting_for_redis_stops_on_sigterm() {
+    let port = tiger::testing::free_port().unwrap();
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    let mut worker = Command::new(WORKER)
+        .args(["--redis-url", &format!("redis://127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the worker to wait for Redis",
+        || async { log_text(&log).contains("waiting for Redis") },
+    )
+    .await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_for_exit(&mut worker, Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+}

@@ -80,8 +80,10 @@ impl WorkerArgs {
             redis_prefix: self.prefix.clone().unwrap_or(config.redis_prefix.clone()),
             ..config
         };
-        tracing::info!(redis = %crate::client::redact(&self.redis_url), prefix = %config.redis_prefix, "connecting to Redis");
-        let tiger = Tiger::connect_with(&self.redis_url, config).await?;
+        let mut shutdown = Box::pin(shutdown);
+        let Some(tiger) = connect_patiently(&self.redis_url, config, &mut shutdown).await? else {
+            return Ok(());
+        };
         let _ = Tiger::set_global(tiger.clone());
         let mut worker = Worker::new(tiger)
             .concurrency(self.concurrency)
@@ -97,6 +99,33 @@ impl WorkerArgs {
             worker = worker.exclude_queues(exclude);
         }
         worker.run().await
+    }
+}
+
+/// Connects, waiting for a Redis that does not answer yet (with backoff up to 10 s, logging
+/// each wait) rather than failing: a worker may start before its Redis. A malformed URL
+/// still fails at once. `Ok(None)` when a signal came first.
+async fn connect_patiently(
+    url: &str,
+    config: Config,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<Tiger>> {
+    let redis = crate::client::redact(url);
+    tracing::info!(%redis, prefix = %config.redis_prefix, "connecting to Redis");
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match Tiger::connect_with(url, config.clone()).await {
+            Ok(tiger) => return Ok(Some(tiger)),
+            Err(err) if crate::client::is_transient(&err) => {
+                tracing::warn!(%err, retry_in = ?wait, "waiting for Redis");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut *shutdown => return Ok(None),
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(err) => return Err(err),
+        }
     }
 }
 

@@ -44,7 +44,9 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| Error::Config("redis-server did not start".into())))
     }
 
-    fn start_on(port: u16) -> Result<RedisServer> {
+    /// Starts `redis-server` on this loopback port (for tests that need a server to appear
+    /// at a known address later) and waits until it answers `PING`.
+    pub fn start_on(port: u16) -> Result<RedisServer> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -113,7 +115,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port that is free right now.
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| Error::Io {
         context: "cannot find a free port".into(),
         source,
