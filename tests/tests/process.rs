@@ -9,20 +9,32 @@ use tiger_tests::*;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tiger-test-worker");
 
+/// Starts the worker binary on the fixture's Redis (given through `REDIS_URL`, as a
+/// deployment would) and prefix, logging to `log`.
 fn start_worker(fx: &Fixture, log: &std::path::Path, extra: &[&str]) -> Child {
+    let args = [&["--prefix", fx.tiger.keys().prefix()], extra].concat();
+    spawn_binary(&[("REDIS_URL", fx.redis.url())], &args, log)
+}
+
+/// Starts the worker binary with `env` and `args`, logging at `info` to `log`.
+fn spawn_binary(env: &[(&str, &str)], args: &[&str], log: &std::path::Path) -> Child {
     Command::new(WORKER)
-        .args([
-            "--redis-url",
-            fx.redis.url(),
-            "--prefix",
-            fx.tiger.keys().prefix(),
-        ])
-        .args(extra)
+        .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start the worker binary")
+}
+
+/// Sends `signal` (`TERM`, `STOP`, ...) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
 }
 
 async fn wait_for_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -65,11 +77,7 @@ async fn sigterm_lets_the_running_task_finish_takes_no_more_and_exits_zero() {
     })
     .await;
     let running = if dir.path("started-1").exists() { 1 } else { 2 };
-    let status = Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&worker, "TERM");
     wait_until(
         Duration::from_secs(10),
         "the worker to log its shutdown",
@@ -284,13 +292,7 @@ async fn a_frozen_worker_that_wakes_after_its_task_was_recovered_changes_nothing
         dir.path(&format!("started-{frozen_pid}")).exists()
     })
     .await;
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &frozen_pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&frozen, "STOP");
 
     // Another worker finds the task lost (no heartbeat for 2 s), retries it and runs it.
     let rescuer = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["pid"]));
@@ -304,13 +306,7 @@ async fn a_frozen_worker_that_wakes_after_its_task_was_recovered_changes_nothing
 
     // The frozen worker wakes up and finishes its stale run while the rescuer's is active.
     std::fs::write(dir.path(&format!("release-{frozen_pid}")), b"").unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-CONT", &frozen_pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&frozen, "CONT");
     wait_until(
         Duration::from_secs(10),
         "the stale run to end and be refused",
@@ -349,13 +345,11 @@ async fn a_worker_started_before_its_redis_waits_for_it() {
     let dir = TempDir::new();
     let log = dir.path("worker.log");
     let prefix = tiger::testing::unique_prefix();
-    let mut worker = Command::new(WORKER)
-        .args(["--redis-url", &url, "--prefix", &prefix, "-q", "files"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = spawn_binary(
+        &[],
+        &["--redis-url", &url, "--prefix", &prefix, "-q", "files"],
+        &log,
+    );
     wait_until(
         Duration::from_secs(10),
         "the worker to wait for Redis",
@@ -381,13 +375,7 @@ async fn a_worker_started_before_its_redis_waits_for_it() {
         || async { dir.path("finished-1").exists() },
     )
     .await;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&worker, "TERM");
     let status = wait_for_exit(&mut worker, Duration::from_secs(10)).await;
     assert!(status.success(), "{status}; log:\n{}", log_text(&log));
 }
@@ -397,26 +385,18 @@ async fn a_worker_waiting_for_redis_stops_on_sigterm() {
     let port = tiger::testing::free_port().unwrap();
     let dir = TempDir::new();
     let log = dir.path("worker.log");
-    let mut worker = Command::new(WORKER)
-        .args(["--redis-url", &format!("redis://127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = spawn_binary(
+        &[],
+        &["--redis-url", &format!("redis://127.0.0.1:{port}")],
+        &log,
+    );
     wait_until(
         Duration::from_secs(10),
         "the worker to wait for Redis",
         || async { log_text(&log).contains("waiting for Redis") },
     )
     .await;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&worker, "TERM");
     let status = wait_for_exit(&mut worker, Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
 }
