@@ -316,3 +316,49 @@ async fn a_long_task_with_live_heartbeats_is_not_taken_for_lost() {
     .await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn an_older_heartbeat_of_the_same_worker_is_still_its_own() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let id = hold::delay(token.clone()).on(&fx.tiger).await.unwrap();
+    let worker = spawn_worker(Worker::new(fx.tiger.clone()));
+    wait_until(Duration::from_secs(10), "the task to start", || async {
+        count(&token) > 0
+    })
+    .await;
+    let key = fx.tiger.keys().queue(State::Active, "hold");
+    let score = || async {
+        redis::cmd("ZSCORE")
+            .arg(&key)
+            .arg(id.as_str())
+            .query_async::<f64>(&mut fx.tiger.connection())
+            .await
+            .unwrap()
+    };
+    let first = score().await;
+    wait_until(Duration::from_secs(5), "a heartbeat", || async {
+        score().await > first
+    })
+    .await;
+    // As after Redis restarts from a slightly older snapshot: the score goes back.
+    redis::cmd("ZADD")
+        .arg(&key)
+        .arg(first)
+        .arg(id.as_str())
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the heartbeat to go on", || async {
+        score().await > first
+    })
+    .await;
+    release(&token);
+    wait_until(
+        Duration::from_secs(10),
+        "the result to be recorded",
+        || async { fx.keys().await.is_empty() },
+    )
+    .await;
+    worker.stop().await;
+}

@@ -41,12 +41,12 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
     Ok(moved)
 }
 
-/// The active scores a worker may have written last for a task: the confirmed heartbeat
-/// and one in flight.
-pub(crate) type Claim = (f64, Option<f64>);
+/// The range of active scores a worker wrote for a task: from its dequeue to its latest
+/// heartbeat (one in flight included).
+pub(crate) type Claim = (f64, f64);
 
-/// Refreshes the heartbeat of `(active zset, id, scores this worker may have written)`
-/// tasks to `now` where the score is still one of those; returns, per task, whether it was.
+/// Refreshes the heartbeat of `(active zset, id, range of scores this worker wrote)` tasks
+/// to `now` where the score is still in that range; returns, per task, whether it was.
 pub(crate) async fn heartbeat(
     tiger: &Tiger,
     tasks: &[(String, &str, Claim)],
@@ -54,11 +54,8 @@ pub(crate) async fn heartbeat(
 ) -> Result<Vec<bool>> {
     let mut call = HEARTBEAT.prepare_invoke();
     call.arg(now);
-    for (key, id, (score, pending)) in tasks {
-        call.key(key)
-            .arg(*id)
-            .arg(*score)
-            .arg(pending.map(|s| s.to_string()).unwrap_or_default());
+    for (key, id, (first, latest)) in tasks {
+        call.key(key).arg(*id).arg(*first).arg(*latest);
     }
     let flags: Vec<i64> = call.invoke_async(&mut tiger.connection()).await?;
     Ok(flags.into_iter().map(|flag| flag == 1).collect())
@@ -194,8 +191,7 @@ pub(crate) struct Move<'a> {
     pub(crate) keep_records: Option<u32>,
     /// Move only if the score in `from` is at most this (an expired heartbeat).
     pub(crate) if_score_at_most: Option<f64>,
-    /// Move only if the score in `from` is one of these (the heartbeats this worker may
-    /// have written last).
+    /// Move only if the score in `from` is in this range (the heartbeats this worker wrote).
     pub(crate) if_score_is: Option<Claim>,
 }
 
@@ -248,13 +244,12 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
         )
         .arg(
             m.if_score_is
-                .map(|(s, _)| s.to_string())
+                .map(|(first, _)| first.to_string())
                 .unwrap_or_default(),
         )
         .arg(
             m.if_score_is
-                .and_then(|(_, s)| s)
-                .map(|s| s.to_string())
+                .map(|(_, latest)| latest.to_string())
                 .unwrap_or_default(),
         );
     let moved: i64 = call.invoke_async(&mut tiger.connection()).await?;

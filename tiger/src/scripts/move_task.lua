@@ -11,9 +11,9 @@
 --       name on when the task becomes queued ('' = none), 10 '1' if moving out of error,
 --       11 the highest from-score to accept ('' = any): recovery of a lost task passes its
 --       cutoff, so a task whose heartbeat came back meanwhile is left alone,
---       12 and 13 the from-scores to accept ('' = any): the worker that ran the task passes
---       the heartbeats it may have written last, so once another worker holds the task, a
---       late result changes nothing
+--       12 and 13 the lowest and highest from-score to accept ('' = any): the worker that
+--       ran the task passes the range of heartbeats it wrote, so once another worker holds
+--       the task (with later scores), a late result changes nothing
 -- Returns 1, or 0 without changing anything when the id is not in the from zset (another
 -- worker or an operator moved it first) or its score is above ARGV[11].
 local id = ARGV[1]
@@ -24,7 +24,7 @@ end
 if ARGV[11] ~= '' and tonumber(score) > tonumber(ARGV[11]) then
   return 0
 end
-if ARGV[12] ~= '' and tonumber(score) ~= tonumber(ARGV[12]) and tonumber(score) ~= tonumber(ARGV[13]) then
+if ARGV[12] ~= '' and (tonumber(score) < tonumber(ARGV[12]) or tonumber(score) > tonumber(ARGV[13])) then
   return 0
 end
 

@@ -52,8 +52,8 @@ pub(crate) struct Finished<'a> {
     /// Change nothing unless the task's active score (its last heartbeat) is at most this:
     /// set when recovering a lost task.
     pub(crate) fence: Option<f64>,
-    /// Change nothing unless the task's active score is one of these: the heartbeats the
-    /// worker that ran it may have written last (its lease on the task).
+    /// Change nothing unless the task's active score is in this range: the heartbeats the
+    /// worker that ran it wrote (its lease on the task).
     pub(crate) lease: Option<scripts::Claim>,
 }
 

@@ -1,12 +1,17 @@
-//! A worker's claim on a task it runs: the active score (heartbeat) it last wrote. Every
-//! heartbeat and the final result check it, so a worker that was frozen past the timeout —
-//! while its task was recovered and perhaps taken by another worker — changes nothing when it
-//! wakes up, and logs that it lost the task.
+//! A worker's claim on a task it runs: the active scores (heartbeats) it wrote, from the
+//! dequeue to the latest. Every heartbeat and the final result apply only while Redis holds a
+//! score in that range, so a worker that was frozen past the timeout — while its task was
+//! recovered and perhaps taken by another worker, whose scores are all later — changes
+//! nothing when it wakes up. A range rather than the last score alone, because Redis may come
+//! back from a restart with an older heartbeat of the same worker.
 //!
-//! A heartbeat in flight may or may not have reached Redis when the task finishes, so a
-//! lease holds the score last confirmed and the one being written, and Redis accepts either.
+//! A heartbeat in flight may or may not have reached Redis, so its score counts from before
+//! it is sent. Once the task starts settling, heartbeats leave it alone, so the range a
+//! result is written with cannot move under it.
 
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::scripts::Claim;
 
 /// The scores this worker may have written for one task, shared by its job and the heartbeat.
 #[derive(Debug, Clone)]
@@ -14,16 +19,20 @@ pub(crate) struct Lease(Arc<Mutex<Scores>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Scores {
-    confirmed: f64,
-    /// A heartbeat's score, from before it is sent until it is confirmed.
-    pending: Option<f64>,
+    /// The dequeue time: the first score.
+    first: f64,
+    /// The latest score written or being written.
+    latest: f64,
+    /// The job is writing the task's result: no more heartbeats.
+    settling: bool,
 }
 
 impl Lease {
     pub(crate) fn new(score: f64) -> Lease {
         Lease(Arc::new(Mutex::new(Scores {
-            confirmed: score,
-            pending: None,
+            first: score,
+            latest: score,
+            settling: false,
         })))
     }
 
@@ -31,21 +40,51 @@ impl Lease {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The scores Redis may hold for this task if it is still this worker's.
-    pub(crate) fn scores(&self) -> crate::scripts::Claim {
-        self.with(|s| (s.confirmed, s.pending))
-    }
-
-    /// Before a heartbeat writes `score`.
-    pub(crate) fn renewing(&self, score: f64) {
-        self.with(|s| s.pending = Some(score));
-    }
-
-    /// After the heartbeat wrote it.
-    pub(crate) fn renewed(&self, score: f64) {
+    /// For a heartbeat about to write `score`: the range to check, or `None` when the task
+    /// is settling and must not be touched.
+    pub(crate) fn renew(&self, score: f64) -> Option<Claim> {
         self.with(|s| {
-            s.confirmed = score;
-            s.pending = None;
-        });
+            if s.settling {
+                return None;
+            }
+            let claim = (s.first, s.latest);
+            s.latest = s.latest.max(score);
+            Some(claim)
+        })
+    }
+
+    /// For the job about to write the result: stops heartbeats and gives the range to check.
+    pub(crate) fn settle(&self) -> Claim {
+        self.with(|s| {
+            s.settling = true;
+            (s.first, s.latest)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_grows_with_heartbeats_and_freezes_when_settling() {
+        let lease = Lease::new(10.0);
+        assert_eq!(
+            lease.renew(11.0),
+            Some((10.0, 10.0)),
+            "checked against what was written so far"
+        );
+        assert_eq!(
+            lease.renew(12.0),
+            Some((10.0, 11.0)),
+            "a heartbeat in flight counts"
+        );
+        assert_eq!(lease.settle(), (10.0, 12.0));
+        assert_eq!(
+            lease.renew(13.0),
+            None,
+            "no heartbeat once the result is being written"
+        );
+        assert_eq!(lease.settle(), (10.0, 12.0));
     }
 }

@@ -192,6 +192,13 @@ impl Worker {
     }
 }
 
+/// One Tokio task in flight: the tasks it runs, for heartbeats, and how to cancel it.
+struct InFlight {
+    queue: String,
+    leases: Vec<(String, Lease)>,
+    abort: tokio::task::AbortHandle,
+}
+
 /// The worker's state while it runs.
 struct Loop {
     tiger: Tiger,
@@ -204,7 +211,7 @@ struct Loop {
     activity: Activity,
     in_flight: JoinSet<()>,
     /// Queue and ids of the tasks each Tokio task in flight runs, for heartbeats.
-    running: HashMap<tokio::task::Id, (String, Vec<(String, Lease)>)>,
+    running: HashMap<tokio::task::Id, InFlight>,
     concurrency: usize,
 }
 
@@ -397,13 +404,26 @@ impl Loop {
         }
         // A batch queue runs what it took as one group (one slot); others, task by task.
         if self.tiger.config().batch_size(queue) > 1 {
-            let handle = self.in_flight.spawn(run::run_group(members));
-            self.running.insert(handle.id(), (queue.to_owned(), leases));
+            let abort = self.in_flight.spawn(run::run_group(members));
+            self.running.insert(
+                abort.id(),
+                InFlight {
+                    queue: queue.to_owned(),
+                    leases,
+                    abort,
+                },
+            );
         } else {
             for (member, lease) in members.into_iter().zip(leases) {
-                let handle = self.in_flight.spawn(run::run_group(vec![member]));
-                self.running
-                    .insert(handle.id(), (queue.to_owned(), vec![lease]));
+                let abort = self.in_flight.spawn(run::run_group(vec![member]));
+                self.running.insert(
+                    abort.id(),
+                    InFlight {
+                        queue: queue.to_owned(),
+                        leases: vec![lease],
+                        abort,
+                    },
+                );
             }
         }
         Ok(taken)
@@ -425,37 +445,36 @@ impl Loop {
     async fn heartbeat(&mut self) {
         let now = now();
         let keys = self.tiger.keys();
-        let tasks: Vec<(String, &str, &Lease)> = self
-            .running
-            .values()
-            .flat_map(|(queue, leases)| {
-                leases
-                    .iter()
-                    .map(move |(id, lease)| (keys.queue(State::Active, queue), id.as_str(), lease))
-            })
-            .collect();
-        let claims: Vec<(String, &str, scripts::Claim)> = tasks
-            .iter()
-            .map(|(key, id, lease)| {
-                let scores = lease.scores();
-                lease.renewing(now);
-                (key.clone(), *id, scores)
-            })
-            .collect();
+        // Tasks already settling are left alone: their result is being written.
+        let mut claims: Vec<(String, &str, scripts::Claim)> = Vec::new();
+        let mut owners: Vec<&InFlight> = Vec::new();
+        for running in self.running.values() {
+            for (id, lease) in &running.leases {
+                if let Some(claim) = lease.renew(now) {
+                    claims.push((
+                        keys.queue(State::Active, &running.queue),
+                        id.as_str(),
+                        claim,
+                    ));
+                    owners.push(running);
+                }
+            }
+        }
+        if claims.is_empty() {
+            return;
+        }
         match scripts::heartbeat(&self.tiger, &claims, now).await {
             Ok(flags) => {
-                for ((_, id, lease), kept) in tasks.iter().zip(flags) {
-                    if kept {
-                        lease.renewed(now);
-                    } else {
-                        tracing::warn!(
-                            task_id = id,
-                            "task is no longer this worker's (recovered or finished elsewhere); its result will not be recorded here"
-                        );
+                for (((_, id, _), running), kept) in claims.iter().zip(owners).zip(flags) {
+                    if !kept {
+                        // Recovered (and perhaps running elsewhere): stop our copy so it
+                        // does no more work. A plain fn's thread cannot be stopped.
+                        tracing::warn!(task_id = id, queue = %running.queue, "task is no longer this worker's (recovered after its heartbeat lapsed); cancelling this run");
+                        running.abort.abort();
                     }
                 }
             }
-            Err(err) => tracing::warn!(%err, tasks = tasks.len(), "heartbeat failed"),
+            Err(err) => tracing::warn!(%err, tasks = claims.len(), "heartbeat failed"),
         }
     }
 }

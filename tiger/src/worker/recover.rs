@@ -75,11 +75,17 @@ async fn find_lost(tiger: &Tiger, cutoff: f64, batch: usize) -> Result<Vec<(Stri
             .arg(0)
             .arg(batch);
     }
-    let ids: Vec<Vec<String>> = pipe.query_async(&mut tiger.connection()).await?;
-    let lost = queues
-        .into_iter()
-        .zip(ids)
-        .flat_map(|(queue, ids)| ids.into_iter().map(move |id| (queue.clone(), id)));
+    let ids: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut tiger.connection()).await?;
+    // An id that is not UTF-8 cannot be a task of ours (the dequeue moves such ids to error).
+    let lost = queues.into_iter().zip(ids).flat_map(|(queue, ids)| {
+        ids.into_iter().filter_map(move |id| match String::from_utf8(id) {
+            Ok(id) => Some((queue.clone(), id)),
+            Err(err) => {
+                tracing::warn!(%queue, id = %String::from_utf8_lossy(err.as_bytes()), "skipping an active id that is not UTF-8");
+                None
+            }
+        })
+    });
     Ok(lost.take(batch).collect())
 }
 

@@ -187,7 +187,7 @@ impl Job {
             id: &self.id,
             unique,
             fence: None,
-            lease: Some(self.lease.scores()),
+            lease: Some(self.lease.settle()),
         }
     }
 
