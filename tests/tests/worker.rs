@@ -362,3 +362,54 @@ async fn an_older_heartbeat_of_the_same_worker_is_still_its_own() {
     .await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn more_lost_tasks_than_a_batch_are_all_recovered_without_waiting_an_interval() {
+    let fx = Fixture::new().await;
+    // Twenty-five tasks left active by a worker that died long ago.
+    for n in 0..25u8 {
+        let id = format!("{n:064x}");
+        let body = format!(
+            r#"{{"id": "{id}", "func": "{}", "args": ["t", "x"]}}"#,
+            note::NAME
+        );
+        fx.inject("lost", &id, Some(&body)).await;
+        let keys = fx.tiger.keys();
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(keys.queue(State::Queued, "lost"))
+            .arg(&id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.queue(State::Active, "lost"))
+            .arg(1.0)
+            .arg(&id)
+            .ignore()
+            .cmd("SADD")
+            .arg(keys.state_set(State::Active))
+            .arg("lost")
+            .ignore()
+            .query_async::<()>(&mut fx.tiger.connection())
+            .await
+            .unwrap();
+    }
+    // Ten per sweep, and an hour between sweeps unless a full batch lets the next one go.
+    let config = Config {
+        redis_prefix: fx.tiger.keys().prefix().to_owned(),
+        requeue_expired_tasks_batch_size: 10,
+        requeue_expired_tasks_interval: Duration::from_secs(3600),
+        ..tiger::testing::test_config()
+    };
+    let tiger = tiger::Tiger::connect_with(fx.redis.url(), config)
+        .await
+        .unwrap();
+    let worker = spawn_worker(Worker::new(tiger).queues(["elsewhere"]));
+    wait_until(
+        Duration::from_secs(10),
+        "all 25 to be recovered",
+        || async { fx.ids(State::Error, "lost").await.len() == 25 },
+    )
+    .await;
+    worker.stop().await;
+    assert!(fx.ids(State::Active, "lost").await.is_empty());
+}

@@ -166,12 +166,9 @@ pub(crate) async fn dequeue(
 
 /// How a move adds the task to its new zset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code, reason = "expired-task recovery will use `IfAbsent`")]
 pub(crate) enum Zadd {
     /// Set the score whatever it was.
     Plain,
-    /// Only add; keep the score of a task already there.
-    IfAbsent,
     /// Keep the lower of the two scores.
     Min,
 }
@@ -202,7 +199,6 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
         Some((state, score, zadd)) => {
             let flag = match zadd {
                 Zadd::Plain => "",
-                Zadd::IfAbsent => "NX",
                 Zadd::Min => "LT",
             };
             (Some(state), score, flag)

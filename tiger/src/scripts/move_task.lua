@@ -5,7 +5,7 @@
 --       5 task, 6 executions, 7 executions count,
 --       8 queued zset, 9 active zset, 10 scheduled zset, 11 error zset (all of this queue)
 -- ARGV: 1 id, 2 queue name, 3 to-state name ('' = finished: remove),
---       4 score in the to zset, 5 ZADD flag ('' = plain, 'NX', 'LT'),
+--       4 score in the to zset, 5 ZADD flag ('' = plain, 'LT'),
 --       6 '1' if the task is unique, 7 execution record JSON ('' = none),
 --       8 how many records to keep ('' or '0' = all), 9 channel to publish the queue
 --       name on when the task becomes queued ('' = none), 10 '1' if moving out of error,

@@ -234,7 +234,7 @@ impl Loop {
         let mut stopping = false;
         let mut backoff_until: Option<tokio::time::Instant> = None;
         // Due scheduled tasks count as queued work, also for `once`.
-        self.sweep_scheduled().await;
+        self.run_sweeps().await;
         sweep.reset();
 
         loop {
@@ -270,7 +270,7 @@ impl Loop {
                 () = self.activity.notified(), if !stopping && has_room => {}
                 _ = refresh.tick(), if !stopping => self.refresh_queues().await,
                                 _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
-                _ = sweep.tick(), if !stopping => self.sweep_scheduled().await,
+                _ = sweep.tick(), if !stopping => self.run_sweeps().await,
                 () = sleep_until(backoff_until), if backoff_until.is_some() && !stopping => {}
             }
         }
@@ -286,9 +286,9 @@ impl Loop {
         }
     }
 
-    /// Moves due scheduled tasks to their queues (see [`sweep`]) and remembers those
-    /// queues.
-    async fn sweep_scheduled(&mut self) {
+    /// The periodic chores: moves due scheduled tasks to their queues (see [`sweep`]),
+    /// remembering those queues, and recovers lost tasks (see [`recover`]).
+    async fn run_sweeps(&mut self) {
         match sweep::sweep(&self.tiger, &self.filter, &self.group).await {
             Ok(queues) => self.queues.extend(queues),
             Err(err) => tracing::warn!(%err, "cannot move due scheduled tasks"),

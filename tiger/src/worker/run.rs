@@ -119,11 +119,8 @@ async fn run_function(group: Vec<(Job, Plan)>) {
 
 /// Runs the tasks: one call for a batch function, else one after another until one fails.
 async fn execute_all(ready: &mut [(Job, Plan)], stragglers: &mut Vec<Straggler>) -> Outcome {
-    let batch = ready[0].1.entry.batch;
-    if let (Some(batch), true) = (
-        batch,
-        ready.len() > 1 || matches!(ready[0].1.work, Some(Work::Item(_))),
-    ) {
+    // A batch task's work is always its decoded item (see `execute::prepare`).
+    if let Some(batch) = ready[0].1.entry.batch {
         let items = ready
             .iter_mut()
             .filter_map(|(_, plan)| match plan.work.take() {
