@@ -7,6 +7,8 @@
 
 #![allow(missing_docs, reason = "test support, not a published API")]
 
+pub mod faults;
+
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::IntoFuture;
@@ -639,7 +641,7 @@ pub async fn custom_retries(token: String) -> Result<(), String> {
 /// A worker running in the background until [`RunningWorker::stop`].
 pub struct RunningWorker {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<tiger::Result<()>>,
+    handle: tokio::task::JoinHandle<tiger::Result<tiger::Stopped>>,
 }
 
 /// Starts `worker` in the background.
@@ -670,9 +672,14 @@ impl RunningWorker {
     }
 
     /// Asks it to stop, and waits until it has.
-    pub async fn stop(mut self) {
+    pub async fn stop(mut self) -> tiger::Stopped {
         self.request_stop();
-        self.handle.await.expect("worker task").expect("worker ran");
+        self.finished().await
+    }
+
+    /// Waits until it returns by itself, and says why it did.
+    pub async fn finished(self) -> tiger::Stopped {
+        self.handle.await.expect("worker task").expect("worker ran")
     }
 }
 
@@ -717,4 +724,76 @@ pub async fn pid_gate(dir: String) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     std::fs::write(dir.join(format!("finished-{pid}")), b"").map_err(|e| e.to_string())
+}
+
+/// A struct argument with floats, for the non-finite checks of `delay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub x: f64,
+    pub y: f32,
+}
+
+/// Takes floats bare, in a list, in a map and in a struct; records what it received.
+#[tiger::task(queue = "floats")]
+pub async fn floats(
+    token: String,
+    x: f64,
+    list: Vec<f64>,
+    map: BTreeMap<String, f64>,
+    point: Point,
+) {
+    record(&token, (x, list, map, point));
+}
+
+/// Runs for `ms` milliseconds, counting (as [`gate()`] does, see [`gate_peak`]) how many
+/// with this token run at once; records when it started.
+#[tiger::task(queue = "crowd")]
+pub async fn crowd(token: String, ms: u64) {
+    record(&token, std::time::SystemTime::now());
+    enter_gate(&token);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    leave_gate(&token);
+}
+
+/// An `async fn` that never reaches an `.await`: nothing in-process can cancel it at its 1 s
+/// hard timeout. Gives up by itself after 60 s.
+#[tiger::task(queue = "spin", hard_timeout = 1.0)]
+pub async fn spin() {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// Aborts the process that runs it.
+#[tiger::task(queue = "spin")]
+pub fn abort_process() {
+    std::process::abort();
+}
+
+/// Counts one finished run of soak task `n` in the hash `soak-done:<prefix>` (outside the
+/// prefix, so the invariants checker does not see it).
+async fn soak_done(n: u32) -> tiger::Result<()> {
+    let tiger = Tiger::global().await?;
+    redis::cmd("HINCRBY")
+        .arg(format!("soak-done:{}", tiger.keys().prefix()))
+        .arg(n)
+        .arg(1)
+        .query_async::<i64>(&mut tiger.connection())
+        .await?;
+    Ok(())
+}
+
+/// A soak task that does not retry: at most once.
+#[tiger::task(queue = "soak")]
+pub async fn soak_once(n: u32, ms: u64) -> tiger::Result<()> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    soak_done(n).await
+}
+
+/// A soak task that retries on any failure, a lost worker included: at least once.
+#[tiger::task(queue = "soak", retry_method = fixed(0.0, 100))]
+pub async fn soak_retried(n: u32, ms: u64) -> tiger::Result<()> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    soak_done(n).await
 }

@@ -1,6 +1,8 @@
 //! Input no tiger producer writes but a Redis shared with other producers (or hands) may
 //! hold. Each bad entry ends in a defined state, and the tasks around it still run.
 
+use std::collections::BTreeMap;
+
 use tiger::{State, worker};
 use tiger_tests::*;
 
@@ -196,4 +198,205 @@ async fn a_task_key_of_the_wrong_type_is_kept_and_errors() {
         .unwrap();
     assert_eq!(kind, "hash", "the key is left as it was");
     fx.assert_only_errored("typed", &[&bad]).await;
+}
+
+/// `delay` with a NaN or an infinity anywhere in its arguments: serde_json would store `null`
+/// in its place, so the call is refused with `Error::NonFiniteFloat`, naming the task and
+/// where the float sits, before anything reaches Redis (eager mode too).
+#[tokio::test]
+async fn delay_refuses_non_finite_floats_and_writes_nothing() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let map = |value: f64| BTreeMap::from([("x".to_owned(), value)]);
+    let point = Point { x: 0.5, y: 2.0 };
+    let calls = [
+        (
+            floats::delay(token.clone(), f64::NAN, vec![], map(1.0), point.clone()),
+            "x",
+            "NaN",
+        ),
+        (
+            floats::delay(
+                token.clone(),
+                1.0,
+                vec![0.0, f64::INFINITY],
+                map(1.0),
+                point.clone(),
+            ),
+            "list[1]",
+            "inf",
+        ),
+        (
+            floats::delay(
+                token.clone(),
+                1.0,
+                vec![],
+                map(f64::NEG_INFINITY),
+                point.clone(),
+            ),
+            "map.x",
+            "-inf",
+        ),
+        (
+            floats::delay(
+                token.clone(),
+                1.0,
+                vec![],
+                map(1.0),
+                Point {
+                    x: 1.0,
+                    y: f32::NEG_INFINITY,
+                },
+            ),
+            "point.y",
+            "-inf",
+        ),
+    ];
+    for (delay, at, shown) in calls {
+        let err = delay.on(&fx.tiger).await.unwrap_err();
+        let message = err.to_string();
+        match err {
+            tiger::Error::NonFiniteFloat {
+                task,
+                argument,
+                path,
+                value,
+            } => {
+                assert_eq!(task, floats::NAME);
+                assert_eq!(path, at);
+                assert_eq!(argument, at.split(['.', '[']).next().unwrap());
+                assert_eq!(value.to_string(), shown);
+            }
+            other => panic!("expected `NonFiniteFloat`, got {other:?}"),
+        }
+        assert!(
+            message.contains(floats::NAME) && message.contains(&format!("`{at}` is {shown}")),
+            "{message}"
+        );
+    }
+    fx.assert_keys(Vec::new()).await;
+
+    let eager = fx
+        .redis
+        .tiger_with(tiger::Config {
+            always_eager: true,
+            ..tiger::testing::test_config()
+        })
+        .await
+        .unwrap();
+    let err = floats::delay(token.clone(), f64::INFINITY, vec![], map(1.0), point)
+        .on(&eager)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, tiger::Error::NonFiniteFloat { path, .. } if path == "x"),
+        "{err:?}"
+    );
+    assert_eq!(count(&token), 0, "the eager task did not run");
+    assert!(fx.redis.keys(&eager).await.unwrap().is_empty());
+}
+
+/// A real `null` and the word "null" send an argument to the second look, which lets it
+/// through; finite extremes arrive as they were sent.
+#[tokio::test]
+async fn finite_floats_beside_nulls_are_enqueued() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let sent = (
+        f64::MAX,
+        vec![f64::MIN_POSITIVE, -0.0, 1e-300],
+        BTreeMap::from([("null".to_owned(), f64::MIN)]),
+        Point {
+            x: f64::EPSILON,
+            y: f32::MAX,
+        },
+    );
+    floats::delay(
+        token.clone(),
+        sent.0,
+        sent.1.clone(),
+        sent.2.clone(),
+        sent.3.clone(),
+    )
+    .on(&fx.tiger)
+    .await
+    .unwrap();
+    fx.drain().await;
+    assert_eq!(
+        take::<(f64, Vec<f64>, BTreeMap<String, f64>, Point)>(&token),
+        [sent]
+    );
+}
+
+/// Python's `json.dumps` writes NaN, Infinity and -Infinity for non-finite floats. Such a
+/// body goes to error once, as `tiger:MalformedTask` with a reason that says so, and the
+/// tasks queued around it run.
+#[tokio::test]
+async fn python_nan_literals_error_with_a_clear_reason() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let literals = ["NaN", "Infinity", "-Infinity"];
+    let ids: Vec<String> = (10..13).map(id).collect();
+    note::delay(token.clone(), "before".into())
+        .queue("py")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    for (bad, literal) in ids.iter().zip(literals) {
+        let body = format!(
+            r#"{{"id": "{bad}", "func": "{}", "args": ["{token}", {literal}], "time_last_queued": 1.5}}"#,
+            note::NAME
+        );
+        fx.inject("py", bad, Some(&body)).await;
+    }
+    note::delay(token.clone(), "after".into())
+        .queue("py")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    fx.drain().await;
+
+    let mut ran = take::<String>(&token);
+    ran.sort();
+    assert_eq!(ran, ["after", "before"]);
+    for (bad, literal) in ids.iter().zip(literals) {
+        let records = fx.executions(bad).await;
+        assert_eq!(records.len(), 1, "one record for {literal}");
+        assert_eq!(records[0]["exception_name"], worker::MALFORMED_TASK);
+        let reason = records[0]["traceback"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("holds `{literal}`, a non-standard JSON literal"))
+                && reason.contains("NaN, Infinity and -Infinity")
+                && reason.contains("tiger does not accept"),
+            "{reason}"
+        );
+    }
+    let bad: Vec<&str> = ids.iter().map(String::as_str).collect();
+    fx.assert_only_errored("py", &bad).await;
+}
+
+/// A 10 MB argument (multi-byte characters, escapes, the word "null") is enqueued, run and
+/// handed to the task byte for byte.
+#[tokio::test]
+async fn a_ten_megabyte_argument_round_trips() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let piece = "naïve \"null\" \\ 🐯\n\t\u{1}";
+    let big = piece.repeat(10 * 1024 * 1024 / piece.len() + 1);
+    assert!(big.len() >= 10 * 1024 * 1024);
+    note::delay(token.clone(), big.clone())
+        .queue("big")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    fx.drain().await;
+    let got = take::<String>(&token);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0] == big,
+        "{} bytes came back for {}",
+        got[0].len(),
+        big.len()
+    );
+    fx.assert_keys(Vec::new()).await;
 }

@@ -44,6 +44,7 @@ async fn batch_1_groups_up_to_the_batch_size() {
         [Ran::Batch(vec![1, 2, 3]), Ran::Batch(vec![4])]
     );
     assert_eq!(count(&tiger, State::Queued, "batch").await, 0);
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -77,6 +78,7 @@ async fn batch_2_groups_by_function_in_order_of_first_appearance() {
             Ran::Single(7)
         ]
     );
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -94,6 +96,7 @@ async fn batch_3_a_queue_not_listed_runs_one_task_per_call() {
     let mut ran = take::<Ran>(&t);
     ran.sort_by_key(|r| format!("{r:?}"));
     assert_eq!(ran, [1, 2, 3, 4].map(|n| Ran::Batch(vec![n])));
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -112,6 +115,7 @@ async fn batch_4_subqueues_inherit_the_batch_size() {
         take::<Ran>(&t),
         [Ran::Batch(vec![1, 2, 3]), Ran::Batch(vec![4])]
     );
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -144,6 +148,7 @@ async fn batch_exception_1_fails_the_whole_batch() {
         records.push((record["traceback"].clone(), record["time_failed"].clone()));
     }
     assert!(records.windows(2).all(|w| w[0] == w[1]), "{records:?}");
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -164,6 +169,7 @@ async fn batch_exception_2_plain_tasks_in_a_batch_queue_share_their_fate() {
         take::<Ran>(&t),
         [Ran::Single(1), Ran::Single(10), Ran::Single(3)]
     );
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -179,4 +185,5 @@ async fn batch_exception_3_only_the_failing_functions_group_fails() {
     drain(&tiger).await;
     assert_eq!(count(&tiger, State::Queued, "batch").await, 0);
     assert_eq!(count(&tiger, State::Error, "batch").await, 2);
+    faults::assert_idle_invariants(&tiger).await;
 }

@@ -28,6 +28,7 @@ async fn success_removes_every_key_of_the_task() {
     fx.drain().await;
     assert_eq!(take::<String>(&token).len(), 3);
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -82,6 +83,7 @@ async fn an_error_leaves_exactly_the_task_its_record_and_its_count() {
         fx.body(id).await.unwrap()["args"],
         serde_json::json!([token, 1999])
     );
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -129,6 +131,7 @@ async fn panics_are_caught_recorded_and_the_worker_goes_on() {
     keys.extend(errored_task_keys(async_id.as_str()));
     keys.extend(errored_task_keys(sync_id.as_str()));
     fx.assert_keys(keys).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -239,6 +242,7 @@ async fn tasks_that_cannot_run_end_in_error_with_a_record_saying_why() {
         keys.extend(errored_task_keys(id));
     }
     fx.assert_keys(keys).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -282,4 +286,5 @@ async fn tracebacks_can_be_turned_off() {
         .map(|k| format!("{prefix}:{k}"))
         .collect();
     assert_eq!(redis.keys(&tiger).await.unwrap(), expected);
+    faults::assert_idle_invariants(&tiger).await;
 }

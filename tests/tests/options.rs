@@ -41,6 +41,7 @@ async fn a_retried_task_runs_max_plus_one_times_then_errors_with_every_record() 
             .all(|r| r["exception_name"] == "builtins:Exception")
     );
     fx.assert_only_errored("retry", &[id.as_str()]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -69,6 +70,7 @@ async fn retries_wait_in_scheduled_with_their_delay() {
     let mut keys = state_keys(State::Scheduled, "retry");
     keys.extend(errored_task_keys(id.as_str()));
     fx.assert_keys(keys).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -101,6 +103,7 @@ async fn retry_on_retries_only_the_named_errors_found_through_the_chain() {
     );
     assert_eq!(take::<u32>(&bad), [1], "BadInput is not retried");
     fx.assert_only_errored("retry", &[bad_id.as_str()]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -143,6 +146,7 @@ async fn a_task_can_ask_to_be_retried_and_to_be_dropped_quietly() {
     );
     assert_eq!(records[0]["log_error"], true);
     fx.assert_only_errored("retry", &[logged_id.as_str()]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -167,6 +171,7 @@ async fn max_stored_executions_keeps_the_last_records_but_counts_them_all() {
         .await
         .unwrap();
     assert_eq!(count, 4);
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -194,6 +199,7 @@ async fn an_async_task_is_cancelled_at_its_hard_timeout() {
             .contains("hard timeout of 0.3 s")
     );
     assert_eq!(fx.ids(State::Error, "slow").await, [id.as_str()]);
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -256,6 +262,7 @@ async fn when_in_the_future_schedules_and_the_sweep_queues_it_when_due() {
     wait_until(WAIT, "both to run", || async { count(&token) == 2 }).await;
     worker.stop().await;
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -301,6 +308,7 @@ async fn a_unique_task_is_one_task_and_keeps_its_place() {
     ran.sort();
     assert_eq!(ran, ["different", "same"]);
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -331,6 +339,7 @@ async fn unique_key_hashes_only_the_named_parameter_and_the_last_payload_wins() 
     fx.drain().await;
     assert_eq!(take::<String>("user-7"), ["second"]);
     assert_eq!(take::<String>("user-8"), ["first"]);
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -367,6 +376,7 @@ async fn a_unique_task_queued_while_it_runs_is_not_run_twice_at_once() {
     assert_eq!(fx.ids(State::Scheduled, "unique").await, [id.as_str()]);
     assert_eq!(fx.ids(State::Active, "unique").await, [id.as_str()]);
     assert!(fx.ids(State::Queued, "unique").await.is_empty());
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 fn tiger_now() -> f64 {
@@ -404,6 +414,7 @@ async fn a_unique_task_of_another_queue_is_refused_never_lost() {
     fx.drain().await;
     assert_eq!(take::<String>(&token), ["x"]);
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -457,6 +468,7 @@ async fn lock_key_runs_one_task_per_key_at_a_time_across_workers() {
     let runs = take::<(u64, usize)>(&token);
     assert_eq!(runs.iter().filter(|(user, _)| *user == 1).count(), 3);
     assert_eq!(gate_peak(&token), 2, "never two of user 1 at once");
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -595,6 +607,7 @@ async fn always_eager_runs_due_tasks_in_process_and_schedules_the_rest() {
     .map(|k| format!("{prefix}:{k}"))
     .collect();
     assert_eq!(keys, expected);
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -615,8 +628,8 @@ async fn a_locked_task_waits_in_scheduled_while_its_twin_runs_and_the_lock_is_re
         count(&token) == 1 && fx.ids(State::Scheduled, "locked").await.len() == 1
     })
     .await;
-    // The lock lives for ACTIVE_TASK_UPDATE_TIMEOUT (2 s in tests) and is renewed every
-    // 200 ms while the task runs.
+    // The lock lives for ACTIVE_TASK_UPDATE_TIMEOUT + REQUEUE_EXPIRED_TASKS_INTERVAL (2.4 s
+    // in tests) and is renewed every 200 ms while the task runs.
     let lock_key = {
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:lockv2:*", fx.tiger.keys().prefix()))
@@ -635,13 +648,13 @@ async fn a_locked_task_waits_in_scheduled_while_its_twin_runs_and_the_lock_is_re
             .unwrap()
     };
     let early = ttl().await;
-    assert!(early > 0 && early <= 2000, "{early}");
-    // Without renewal the lock would have under a second left once a second has passed.
+    assert!(early > 0 && early <= 2400, "{early}");
+    // Without renewal the lock would have under 1.4 s left once a second has passed.
     let since = std::time::Instant::now();
     wait_until(
         WAIT,
         "a second to pass with the lock still fresh",
-        || async { since.elapsed() > Duration::from_secs(1) && ttl().await > 1500 },
+        || async { since.elapsed() > Duration::from_secs(1) && ttl().await > 1900 },
     )
     .await;
     release(&token);
@@ -655,6 +668,7 @@ async fn a_locked_task_waits_in_scheduled_while_its_twin_runs_and_the_lock_is_re
         2,
         "the second ran after the first released the lock"
     );
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -751,6 +765,7 @@ async fn the_scheduled_sweep_moves_at_most_a_batch_per_queue_and_announces_it_on
     )
     .await;
     assert!(more.is_err(), "announced once");
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -772,6 +787,7 @@ async fn a_user_retry_function_is_stored_by_name_and_used_by_the_worker() {
     .await;
     worker.stop().await;
     assert_eq!(take::<u32>(&token), [0, 1, 2]);
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -794,8 +810,12 @@ async fn a_plain_fn_past_its_hard_timeout_keeps_its_lock_until_it_returns() {
     let timed_out = fx.executions(first.as_str()).await[0]["time_failed"]
         .as_f64()
         .unwrap();
-    // The first's thread still runs, so when the twin comes due again it finds the lock
-    // still taken and is deferred once more (LOCK_RETRY is 0.3 s in tests).
+    // The worker stops itself so that its process can restart and end the thread; here,
+    // in-process, the thread lives on, and so does its lock.
+    assert_eq!(worker.finished().await, tiger::Stopped::StuckThread);
+    let restarted = spawn_worker(Worker::new(fx.tiger.clone()).concurrency(2));
+    // When the twin comes due again it finds the lock still taken and is deferred once more
+    // (LOCK_RETRY is 0.3 s in tests).
     let due = || async {
         redis::cmd("ZSCORE")
             .arg(fx.tiger.keys().queue(State::Scheduled, "locked-slow"))
@@ -817,8 +837,9 @@ async fn a_plain_fn_past_its_hard_timeout_keeps_its_lock_until_it_returns() {
     );
     release(&token);
     wait_until(WAIT, "the twin to run", || async { count(&token) == 2 }).await;
-    worker.stop().await;
+    restarted.stop().await;
     assert_eq!(gate_peak(&token), 1, "never two at once");
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]

@@ -82,6 +82,7 @@ async fn a_periodic_task_runs_once_per_period_across_workers_with_pythons_id() {
             .chain([task_key(id)]),
     )
     .await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -101,6 +102,7 @@ async fn a_failed_period_does_not_stop_the_schedule() {
         "and the next period is scheduled"
     );
     assert_eq!(fx.executions(&errored[0]).await.len(), 1);
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -121,6 +123,7 @@ async fn a_cron_task_is_scheduled_at_its_next_match() {
     // A second worker start does not queue it again.
     fx.drain_with(|w| w.queues(["periodic-cron"])).await;
     assert_eq!(fx.ids(State::Scheduled, "periodic-cron").await, ids);
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 /// Never valid: minute 61.
@@ -138,4 +141,5 @@ async fn a_bad_cron_expression_skips_its_task_not_the_worker() {
         1,
         "the others are queued"
     );
+    faults::assert_idle_invariants(&fx.tiger).await;
 }

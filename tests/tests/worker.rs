@@ -30,6 +30,7 @@ async fn queue_filters_follow_dotted_subqueues() {
         keys.extend([format!("queued:{queue}"), task_key(&ids[0])]);
     }
     fx.assert_keys(keys).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -57,6 +58,7 @@ async fn config_queue_lists_apply_when_the_worker_names_none() {
         left.contains(&format!("{prefix}:queued:slow.big")),
         "{left:?}"
     );
+    faults::assert_idle_invariants(&tiger).await;
 }
 
 #[tokio::test]
@@ -77,6 +79,7 @@ async fn concurrency_n_runs_n_tasks_at_once_and_never_more() {
     assert_eq!(gate_peak(&all), 4);
     assert_eq!(gate_peak(&capped), 4);
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -89,6 +92,7 @@ async fn concurrency_one_runs_tasks_one_after_another() {
     fx.drain_with(|w| w.concurrency(1)).await;
     assert_eq!(take::<usize>(&token), [1, 1, 1]);
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 /// Enqueues (with publishing on) until the running worker has picked a task up, so that its
@@ -139,6 +143,7 @@ async fn an_idle_worker_wakes_on_the_activity_channel() {
     runs_soon(&tiger, "late").await;
     worker.stop().await;
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -164,6 +169,7 @@ async fn a_missed_activity_message_does_not_strand_a_queue() {
     runs_soon(&producer, "quiet").await;
     worker.stop().await;
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -181,6 +187,7 @@ async fn once_returns_when_drained_even_with_nothing_queued() {
     fx.drain_with(|w| w.concurrency(3)).await;
     assert_eq!(take::<String>(&token).len(), 25);
     fx.assert_keys([]).await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -230,6 +237,7 @@ async fn heartbeats_advance_the_active_score_of_running_tasks() {
     })
     .await;
     worker.stop().await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -250,6 +258,7 @@ async fn shutdown_waits_for_tasks_in_flight() {
     release(&token);
     worker.stop().await;
     fx.assert_keys([]).await; // finished and recorded before exit
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -286,6 +295,7 @@ async fn results_are_recorded_after_the_workers_connection_is_killed() {
     )
     .await;
     worker.stop().await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -315,6 +325,7 @@ async fn a_long_task_with_live_heartbeats_is_not_taken_for_lost() {
     })
     .await;
     worker.stop().await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -361,6 +372,7 @@ async fn an_older_heartbeat_of_the_same_worker_is_still_its_own() {
     )
     .await;
     worker.stop().await;
+    faults::assert_idle_invariants(&fx.tiger).await;
 }
 
 #[tokio::test]
@@ -412,4 +424,5 @@ async fn more_lost_tasks_than_a_batch_are_all_recovered_without_waiting_an_inter
     .await;
     worker.stop().await;
     assert!(fx.ids(State::Active, "lost").await.is_empty());
+    faults::assert_idle_invariants(&fx.tiger).await;
 }

@@ -5,8 +5,10 @@ use tracing_subscriber::EnvFilter;
 
 use clap::{CommandFactory, FromArgMatches};
 
+use std::time::Duration;
+
 use crate::{
-    Config, Result, Tiger, Worker,
+    Config, Executor, Result, Stopped, Tiger, Worker,
     client::{DEFAULT_REDIS_URL, PREFIX_ENV, REDIS_URL_ENV},
 };
 
@@ -41,6 +43,27 @@ pub struct WorkerArgs {
     /// Run what is queued, then exit.
     #[arg(long)]
     pub once: bool,
+
+    /// Where tasks run: in this process (`async`), or each task (or batch) in a child
+    /// process that is killed at its hard timeout and whose crash fails only its task
+    /// (`process`).
+    #[arg(long, value_enum, default_value_t = Executor::Async)]
+    pub executor: Executor,
+
+    /// At most this many tasks of any one queue run at once across all workers that set
+    /// it (the queue semaphore, as TaskTiger's -M).
+    #[arg(short = 'M', long, value_name = "N", value_parser = parse_concurrency)]
+    pub max_workers_per_queue: Option<usize>,
+
+    /// After SIGTERM/SIGINT, how many seconds tasks in flight may go on before they are
+    /// handed back. A second signal hands them back at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = Worker::DEFAULT_GRACE_PERIOD.as_secs_f64(), value_parser = parse_seconds)]
+    pub grace_period: f64,
+
+    /// Restart the worker process after this many minutes (finishing or handing back the
+    /// tasks in flight first), as TaskTiger's --exit-after.
+    #[arg(long, value_name = "MINUTES", value_parser = parse_seconds)]
+    pub exit_after: Option<f64>,
 }
 
 impl WorkerArgs {
@@ -65,7 +88,7 @@ impl WorkerArgs {
     /// Connects to Redis and runs a worker with these flags and TaskTiger's default settings
     /// until drained (`--once`) or until SIGINT / SIGTERM, after which tasks in flight finish
     /// before it returns.
-    pub async fn run(self) -> Result<()> {
+    pub async fn run(self) -> Result<Stopped> {
         self.run_with(Config::default()).await
     }
 
@@ -74,21 +97,30 @@ impl WorkerArgs {
     ///
     /// The worker's handle also becomes the process-wide one ([`Tiger::set_global`]) unless
     /// the program set one already, so `delay` calls outside tasks reach the same Redis.
-    pub async fn run_with(self, config: Config) -> Result<()> {
-        let shutdown = signals()?;
+    pub async fn run_with(self, config: Config) -> Result<Stopped> {
+        let (shutdown, hand_back) = signals()?;
         let config = Config {
             redis_prefix: self.prefix.clone().unwrap_or(config.redis_prefix.clone()),
             ..config
         };
         let mut shutdown = Box::pin(shutdown);
         let Some(tiger) = connect_patiently(&self.redis_url, config, &mut shutdown).await? else {
-            return Ok(());
+            return Ok(Stopped::Shutdown);
         };
         let _ = Tiger::set_global(tiger.clone());
         let mut worker = Worker::new(tiger)
             .concurrency(self.concurrency)
             .once(self.once)
-            .shutdown_on(shutdown);
+            .executor(self.executor)
+            .grace_period(Duration::from_secs_f64(self.grace_period))
+            .shutdown_on(shutdown)
+            .hand_back_on(hand_back);
+        if let Some(n) = self.max_workers_per_queue {
+            worker = worker.max_workers_per_queue(n);
+        }
+        if let Some(minutes) = self.exit_after {
+            worker = worker.exit_after(Duration::from_secs_f64(minutes * 60.0));
+        }
         // As in TaskTiger, an empty list (`-q ""`, as a template leaves it) means "not given".
         let queues = non_empty(self.queues);
         if !queues.is_empty() {
@@ -133,6 +165,15 @@ fn non_empty(names: Vec<String>) -> Vec<String> {
     names.into_iter().filter(|name| !name.is_empty()).collect()
 }
 
+/// A number of seconds or minutes: finite, not negative.
+fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if (0.0..1e12).contains(&n) => Ok(n),
+        Ok(_) => Err("must be a number from 0 up".into()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 fn parse_concurrency(text: &str) -> std::result::Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -142,19 +183,38 @@ fn parse_concurrency(text: &str) -> std::result::Result<usize, String> {
 }
 
 /// Listens for SIGINT and SIGTERM from now on (so a signal that arrives while the worker
-/// starts is not lost to the default action) and returns a future that resolves on the
-/// first. A second one ends the process at once; tasks still in flight then stay active in
-/// Redis until recovered.
-fn signals() -> Result<impl Future<Output = ()> + Send + 'static> {
+/// starts is not lost to the default action) and returns two futures: one resolves on the
+/// first signal (graceful stop), one on the second (hand back at once). A third ends the
+/// process at once with status 130; tasks still in flight then stay active in Redis until
+/// recovered.
+fn signals() -> Result<(
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+)> {
     let mut listener = SignalListener::new()?;
-    Ok(async move {
-        listener.next().await;
-        tokio::spawn(async move {
+    let (count, seen) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
             listener.next().await;
-            tracing::warn!("second signal: exiting now without waiting for tasks in flight");
-            std::process::exit(130);
-        });
-    })
+            let n = *count.borrow() + 1;
+            count.send_replace(n);
+            if n >= 3 {
+                tracing::warn!(
+                    "third signal: exiting now; tasks in flight stay active until recovered"
+                );
+                std::process::exit(130);
+            }
+        }
+    });
+    let nth = move |n: u32| {
+        let mut seen = seen.clone();
+        async move {
+            if seen.wait_for(|count| *count >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    Ok((nth(1), nth(2)))
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when built.
@@ -246,6 +306,7 @@ pub fn run_worker() {
 /// }
 /// ```
 pub fn run_worker_with(config: Config) {
+    crate::serve_executor_child(&config);
     let args = WorkerArgs::from_env();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -257,9 +318,9 @@ pub fn run_worker_with(config: Config) {
             // Do not wait for the thread of a plain fn that ran past its hard timeout: its
             // outcome is recorded, and it would keep the process (and a second signal) waiting.
             runtime.shutdown_background();
-            exit_on_error(result);
+            conclude(result);
         }
-        Err(source) => exit_on_error(Err(crate::Error::Io {
+        Err(source) => conclude(Err(crate::Error::Io {
             context: "cannot start the Tokio runtime".into(),
             source,
         })),
@@ -283,17 +344,42 @@ pub async fn run_worker_async() {
 
 /// [`run_worker_async`] with the program's own settings, as [`run_worker_with`].
 pub async fn run_worker_async_with(config: Config) {
+    crate::serve_executor_child(&config);
     let args = WorkerArgs::from_env();
     init_logging();
-    exit_on_error(args.run_with(config).await);
+    conclude(args.run_with(config).await);
 }
 
-/// Prints a start-up error and exits with status 1; returns on success.
-fn exit_on_error(result: Result<()>) {
-    if let Err(err) = result {
-        eprintln!("error: {err}");
-        std::process::exit(1);
+/// Ends the worker program: prints a start-up error and exits with status 1, restarts the
+/// process when the worker asks for it ([`Stopped::wants_restart`]), else returns.
+fn conclude(result: Result<Stopped>) {
+    match result {
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(1);
+        }
+        Ok(stopped) if stopped.wants_restart() => restart(stopped),
+        Ok(_) => {}
     }
+}
+
+/// Replaces this process with a fresh run of the same program, arguments and environment
+/// (same process id, so a supervisor sees no exit). Where that is not possible, exits with
+/// status 75 (EX_TEMPFAIL) for the supervisor to restart it.
+fn restart(why: Stopped) -> ! {
+    let mut args = std::env::args_os();
+    let program = args.next();
+    #[cfg(unix)]
+    if let Some(program) = program {
+        use std::os::unix::process::CommandExt;
+        tracing::info!(reason = ?why, "restarting the worker process");
+        let err = std::process::Command::new(program).args(args).exec();
+        eprintln!("error: cannot restart the worker process: {err}");
+    }
+    #[cfg(not(unix))]
+    let _ = (program, args);
+    tracing::warn!(reason = ?why, "exiting with status 75 for the supervisor to restart the worker");
+    std::process::exit(75);
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct Tiger {
 }
 
 struct Inner {
+    /// The URL connected to, for child processes of the process executor.
+    url: String,
     client: redis::Client,
     conn: ConnectionManager,
     config: Config,
@@ -80,6 +82,7 @@ impl Tiger {
         let keys = Keys::new(config.redis_prefix.clone());
         Ok(Tiger {
             inner: Arc::new(Inner {
+                url: url.to_owned(),
                 client,
                 conn,
                 config,
@@ -128,6 +131,11 @@ impl Tiger {
         &self.inner.keys
     }
 
+    /// The Redis URL this handle connected to (with its password, if any).
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.url
+    }
+
     /// A clone of the shared connection, for commands of your own.
     pub fn connection(&self) -> ConnectionManager {
         self.inner.conn.clone()
@@ -145,7 +153,10 @@ impl Tiger {
 pub(crate) fn is_transient(err: &Error) -> bool {
     match err {
         Error::Redis(err) | Error::Connect { source: err, .. } => {
-            !matches!(err.retry_method(), redis::RetryMethod::NoRetry)
+            // `NOSCRIPT` after the script was reloaded once: another `SCRIPT FLUSH` or
+            // restart came between; the next call loads it again.
+            err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                || !matches!(err.retry_method(), redis::RetryMethod::NoRetry)
         }
         _ => false,
     }

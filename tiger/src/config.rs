@@ -77,6 +77,10 @@ pub struct Config {
     pub only_queues: Vec<String>,
     /// `EXCLUDE_QUEUES`: the queues a worker skips when it is given none.
     pub exclude_queues: Vec<String>,
+    /// `SINGLE_WORKER_QUEUES`: queues (with their subqueues) of which at most one task runs
+    /// at a time across the fleet, through the queue semaphore; see
+    /// [`Worker::max_workers_per_queue`](crate::Worker::max_workers_per_queue).
+    pub single_worker_queues: Vec<String>,
     /// tiger only: how often a worker re-reads `<prefix>:queued` besides listening on the
     /// activity channel, so that a missed message (a reconnect, a producer with publishing
     /// off) never strands a queue. Default 5 s.
@@ -107,6 +111,7 @@ impl Default for Config {
             default_hard_timeout: Duration::from_secs(300),
             only_queues: Vec::new(),
             exclude_queues: Vec::new(),
+            single_worker_queues: Vec::new(),
             queue_refresh_interval: Duration::from_secs(5),
             redis_response_timeout: Duration::from_secs(10),
         }

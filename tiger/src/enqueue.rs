@@ -11,7 +11,10 @@ use crate::{
     Error, Result, RetryMethod, Tiger,
     keys::State,
     scripts::{self, Enqueue, Enqueued},
-    task::{TaskId, TaskSpec, current, ids::derived_id, outcome::exception_name_of},
+    task::{
+        TaskId, TaskSpec, args::ArgsWriteError, current, ids::derived_id,
+        outcome::exception_name_of,
+    },
     time::now,
 };
 
@@ -87,7 +90,7 @@ struct CallOptions {
 #[derive(Debug)]
 pub struct Delay {
     spec: &'static TaskSpec,
-    args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>,
+    args: std::result::Result<Option<Box<RawValue>>, ArgsWriteError>,
     tiger: Option<Tiger>,
     options: CallOptions,
 }
@@ -98,7 +101,7 @@ impl Delay {
     #[doc(hidden)]
     pub fn new(
         spec: &'static TaskSpec,
-        args: std::result::Result<Option<Box<RawValue>>, serde_json::Error>,
+        args: std::result::Result<Option<Box<RawValue>>, ArgsWriteError>,
     ) -> Delay {
         Delay {
             spec,
@@ -206,7 +209,22 @@ impl Delay {
             task: spec.name.to_owned(),
             source,
         };
-        let args = self.args.map_err(serialize_error)?;
+        // Before anything else, so that a refused call writes nothing, eager or not.
+        let args = self.args.map_err(|err| match err {
+            ArgsWriteError::Json(source) => serialize_error(source),
+            ArgsWriteError::NonFinite { index, path, value } => {
+                let argument = match spec.params.get(index) {
+                    Some(name) => (*name).to_owned(),
+                    None => format!("argument {}", index + 1),
+                };
+                Error::NonFiniteFloat {
+                    task: spec.name.to_owned(),
+                    path: format!("{argument}{path}"),
+                    argument,
+                    value,
+                }
+            }
+        })?;
         let tiger = match self.tiger.or_else(current::current) {
             Some(tiger) => tiger,
             None => Tiger::global().await?,

@@ -29,6 +29,26 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A task argument is, or holds, a NaN or an infinite float. JSON has no such numbers
+    /// and serde_json would have stored `null` in its place, so `delay` refuses the call.
+    /// Nothing was written.
+    #[error(
+        "cannot enqueue `{task}`: `{path}` is {value}, and JSON has no NaN or infinity \
+         (the float would be stored as null); nothing was written"
+    )]
+    NonFiniteFloat {
+        /// The task's serialized name.
+        task: String,
+        /// The parameter whose argument holds the float.
+        argument: String,
+        /// Where the float sits: the parameter's name, then `[2]` for a list element,
+        /// `.name` for a struct field or a map entry with a plain key, `["a key"]` for
+        /// another key (`points[2].x`).
+        path: String,
+        /// The float: NaN, inf or -inf.
+        value: f64,
+    },
+
     /// Two `#[tiger::task]` functions linked into one binary have the same serialized name,
     /// so the worker could not tell them apart. It refuses to start.
     #[error(

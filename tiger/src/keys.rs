@@ -79,6 +79,12 @@ impl Keys {
         format!("{}:{}:{}", self.prefix, state, queue)
     }
 
+    /// `t:qslock:<queue>`: the queue's semaphore (a zset of holders scored by expiry, plus
+    /// `SYSTEM_LOCK` while the queue is paused).
+    pub fn queue_semaphore(&self, queue: &str) -> String {
+        format!("{}:qslock:{}", self.prefix, queue)
+    }
+
     /// `t:task:<id>`: the task JSON.
     pub fn task(&self, id: &str) -> String {
         format!("{}:task:{}", self.prefix, id)

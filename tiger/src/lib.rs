@@ -142,6 +142,7 @@ mod config;
 mod enqueue;
 mod error;
 pub mod keys;
+mod pause;
 pub mod retry;
 pub mod schedule;
 mod scripts;
@@ -164,7 +165,7 @@ pub use schedule::{Schedule, cron, periodic};
 pub use task::TaskId;
 pub use task::current::{CurrentTask, current_task};
 pub use task::outcome::{JobTimeout, Retry};
-pub use worker::{Worker, queue_matches};
+pub use worker::{Executor, Stopped, Worker, queue_matches, serve_executor_child};
 
 /// Used by the code `#[tiger::task]` generates; not a public API.
 #[doc(hidden)]

@@ -48,23 +48,49 @@ pub enum RetryMethod {
     },
 }
 
+/// Refuses a NaN or infinite number, which JSON cannot store (it would become `null`). In
+/// an attribute this is a compile-time error.
+const fn finite(value: f64) -> f64 {
+    assert!(
+        value.is_finite(),
+        "a retry method's numbers must be finite (JSON has no NaN or infinity)"
+    );
+    value
+}
+
 /// `fixed(delay, max)`: `delay` seconds before each of at most `max` retries.
+///
+/// # Panics
+/// If `delay` is NaN or infinite, as every retry method constructor does.
 pub const fn fixed(delay: f64, max: u32) -> RetryMethod {
-    RetryMethod::Fixed { delay, max }
+    RetryMethod::Fixed {
+        delay: finite(delay),
+        max,
+    }
 }
 
 /// `linear(delay, increment, max)`: `delay + increment·(n−1)` seconds.
+///
+/// # Panics
+/// If a number is NaN or infinite.
 pub const fn linear(delay: f64, increment: f64, max: u32) -> RetryMethod {
     RetryMethod::Linear {
-        delay,
-        increment,
+        delay: finite(delay),
+        increment: finite(increment),
         max,
     }
 }
 
 /// `exponential(delay, factor, max)`: `delay·factor^(n−1)` seconds.
+///
+/// # Panics
+/// If a number is NaN or infinite.
 pub const fn exponential(delay: f64, factor: f64, max: u32) -> RetryMethod {
-    RetryMethod::Exponential { delay, factor, max }
+    RetryMethod::Exponential {
+        delay: finite(delay),
+        factor: finite(factor),
+        max,
+    }
 }
 
 impl PartialEq for RetryMethod {
@@ -185,6 +211,12 @@ mod tests {
     use super::*;
 
     /// TaskTiger's own arithmetic for the three methods (its `test_retry_method` cases).
+    #[test]
+    #[should_panic(expected = "must be finite")]
+    fn non_finite_numbers_are_refused() {
+        let _ = fixed(f64::NAN, 3);
+    }
+
     #[test]
     fn tasktiger_maths() {
         let f = fixed(2.0, 3);

@@ -1,31 +1,37 @@
-//! Test support: a throwaway `redis-server` and a key prefix per test.
+//! Test support: a throwaway `redis-server` (one that can be restarted with its data, for
+//! fault tests), a key prefix per test, and an invariants checker for what is left in Redis.
 //!
 //! ```no_run
 //! # async fn demo() -> tiger::Result<()> {
+//! use tiger::testing::Invariants;
 //! let redis = tiger::testing::TestRedis::start()?;  // own server, or TIGER_TEST_REDIS_URL
 //! let tiger = redis.tiger().await?;                   // a fresh prefix on it
 //! // ... enqueue, run a Worker with .once(true), assert ...
 //! assert!(redis.keys(&tiger).await?.is_empty());     // nothing left behind
+//! Invariants::idle_fleet(tiger.config()).assert(&tiger).await; // no broken state either
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Config, Error, Result, Tiger};
+use crate::{Config, Error, Result, State, Tiger};
 
 /// How long a started redis-server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `redis-server` child process on a free loopback port, with nothing persisted. Stopped
-/// (killed) when dropped.
+/// A `redis-server` child process on a free loopback port. Stopped (killed) when dropped.
+///
+/// Nothing is persisted unless it was started with [`RedisServer::start_persistent`].
 #[derive(Debug)]
 pub struct RedisServer {
     child: Child,
     port: u16,
+    /// The arguments after `--port <port> --bind 127.0.0.1`, so a restart repeats them.
+    settings: Vec<String>,
 }
 
 impl RedisServer {
@@ -47,23 +53,76 @@ impl RedisServer {
     /// Starts `redis-server` on this loopback port (for tests that need a server to appear
     /// at a known address later) and waits until it answers `PING`.
     pub fn start_on(port: u16) -> Result<RedisServer> {
+        // The snapshot file name is the server's own, so a `dump.rdb` some other program left
+        // in the temp dir is never loaded into a test's server.
+        let settings = vec![
+            "--save".to_owned(),
+            String::new(),
+            "--appendonly".to_owned(),
+            "no".to_owned(),
+            "--dir".to_owned(),
+            std::env::temp_dir().to_string_lossy().into_owned(),
+            "--dbfilename".to_owned(),
+            format!("tiger-test-{port}-{:016x}.rdb", rand::random::<u64>()),
+        ];
+        RedisServer::spawn(port, settings)
+    }
+
+    /// Starts `redis-server` on a free port with an append-only file in `dir`, written
+    /// through on every command (`appendfsync always`), so a [`restart`](RedisServer::restart)
+    /// — even after a SIGKILL — comes back with every write it acknowledged. `dir` must
+    /// exist and belong to this server alone.
+    pub fn start_persistent(dir: &std::path::Path) -> Result<RedisServer> {
+        let settings = vec![
+            "--save".to_owned(),
+            String::new(),
+            "--appendonly".to_owned(),
+            "yes".to_owned(),
+            "--appendfsync".to_owned(),
+            "always".to_owned(),
+            "--dir".to_owned(),
+            dir.to_string_lossy().into_owned(),
+        ];
+        let mut last_error = None;
+        for _ in 0..5 {
+            match RedisServer::spawn(free_port()?, settings.clone()) {
+                Ok(server) => return Ok(server),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Config("redis-server did not start".into())))
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and starts it again on the same port
+    /// with the same settings; returns once it answers `PING`. Clients see their connections
+    /// drop and must reconnect. What it keeps depends on how it was started (see
+    /// [`start_persistent`](RedisServer::start_persistent)).
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let deadline = Instant::now() + START_TIMEOUT;
+        // The port is free again once the old process is reaped; a new bind may still race
+        // with the kernel tearing down its socket, so try until the deadline.
+        loop {
+            match RedisServer::spawn(port, self.settings.clone()) {
+                Ok(server) => {
+                    *self = server;
+                    return Ok(());
+                }
+                Err(err) if Instant::now() > deadline => return Err(err),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Starts `redis-server --port <port> --bind 127.0.0.1 <settings>` and waits until it
+    /// answers `PING`.
+    fn spawn(port: u16, settings: Vec<String>) -> Result<RedisServer> {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--dir",
-                &std::env::temp_dir().to_string_lossy(),
-                "--loglevel",
-                "warning",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(&settings)
+            .args(["--loglevel", "warning"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -72,7 +131,11 @@ impl RedisServer {
                 context: "cannot run `redis-server` (is it installed and on PATH?)".into(),
                 source,
             })?;
-        let mut server = RedisServer { child, port };
+        let mut server = RedisServer {
+            child,
+            port,
+            settings,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if ping(port) {
@@ -282,6 +345,562 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What [`check_invariants`] checks besides the rules it always checks.
+///
+/// The rules, for the keys under a [`Tiger`]'s prefix (`t` below):
+///
+/// 1. every id in a `t:<state>:<queue>` zset (queued, active, scheduled, error) has a body
+///    `t:task:<id>`, and every body is in at least one such zset;
+/// 2. a task that is not unique (its body lacks `"unique": true`) is in exactly one zset;
+///    a unique task may be in several states at once (queued while it runs, active with its
+///    next period scheduled, in error with a new copy queued), but only of one queue;
+/// 3. every lock (`t:lockv2:*`) and queue semaphore (`t:qslock:*`) expires (has a TTL);
+/// 4. only when asked ([`Invariants::heartbeats_within`]): no active entry's score (its last
+///    heartbeat) is older than a bound;
+/// 5. an execution list `t:task:<id>:executions` holds at most the body's
+///    `max_stored_executions` records (when that is above 0), its count
+///    `t:task:<id>:executions_count` is an integer no smaller than the list, and neither
+///    exists without the body;
+/// 6. each state set (`t:queued`, `t:active`, `t:scheduled`, `t:error`) names every queue
+///    whose zset in that state holds ids (naming a queue with no ids is allowed: the set is
+///    cleaned lazily);
+///
+/// and besides: each key has the type its name implies, and no key under the prefix has a
+/// name outside that layout (a stray key is reported as unknown).
+///
+/// The check reads a consistent snapshot without stopping anyone: it `SCAN`s the prefix,
+/// `WATCH`es what it found (locks aside: they are renewed all the time, and only their TTL
+/// is read), `SCAN`s again to see that no key came meanwhile, reads everything, and keeps
+/// the reading only if an empty `MULTI`/`EXEC` then shows that nothing watched changed;
+/// otherwise it reads again. A worker that is busy (heartbeats every
+/// `ACTIVE_TASK_UPDATE_TIMER`) still leaves room for a reading between two heartbeats.
+#[derive(Debug, Clone, Default)]
+pub struct Invariants {
+    heartbeat_bound: Option<Duration>,
+}
+
+impl Invariants {
+    /// The rules that hold at any moment.
+    pub fn new() -> Invariants {
+        Invariants::default()
+    }
+
+    /// Also checks that no active entry has a heartbeat older than `bound`: true once every
+    /// live worker heartbeats its tasks and every dead worker's tasks have been recovered
+    /// (see [`recovery_bound`]).
+    pub fn heartbeats_within(mut self, bound: Duration) -> Invariants {
+        self.heartbeat_bound = Some(bound);
+        self
+    }
+
+    /// The rules for a fleet at rest: [`Invariants::new`] plus
+    /// [`heartbeats_within`](Invariants::heartbeats_within) the [`recovery_bound`] of
+    /// `config`.
+    pub fn idle_fleet(config: &Config) -> Invariants {
+        Invariants::new().heartbeats_within(recovery_bound(config))
+    }
+
+    /// [`check_invariants`] with these options.
+    pub async fn check(&self, tiger: &Tiger) -> std::result::Result<(), Vec<String>> {
+        check_invariants(tiger, self).await
+    }
+
+    /// [`assert_invariants`] with these options.
+    pub async fn assert(&self, tiger: &Tiger) {
+        assert_invariants(tiger, self).await;
+    }
+}
+
+/// How long after its worker dies a task may stay active: `ACTIVE_TASK_UPDATE_TIMEOUT` (no
+/// heartbeat for that long marks it lost) + `REQUEUE_EXPIRED_TASKS_INTERVAL` (the next
+/// recovery sweep) + one second for the sweep to run.
+pub fn recovery_bound(config: &Config) -> Duration {
+    config.active_task_update_timeout
+        + config.requeue_expired_tasks_interval
+        + Duration::from_secs(1)
+}
+
+/// Checks the keys under `tiger`'s prefix against the rules of [`Invariants`]; returns
+/// every violation as a line naming the keys involved. A Redis that cannot be read is a
+/// violation too.
+pub async fn check_invariants(
+    tiger: &Tiger,
+    invariants: &Invariants,
+) -> std::result::Result<(), Vec<String>> {
+    let snapshot = match Snapshot::read(tiger).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => return Err(vec![err]),
+    };
+    let violations = snapshot.violations(invariants, crate::time::now());
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
+    }
+}
+
+/// Panics listing every violation [`check_invariants`] finds.
+pub async fn assert_invariants(tiger: &Tiger, invariants: &Invariants) {
+    if let Err(violations) = check_invariants(tiger, invariants).await {
+        panic!(
+            "{} invariant violation(s) under prefix `{}`:\n  {}",
+            violations.len(),
+            tiger.keys().prefix(),
+            violations.join("\n  ")
+        );
+    }
+}
+
+/// How many times [`Snapshot::read`] tries for a reading no write interleaved with.
+const SNAPSHOT_ATTEMPTS: usize = 200;
+
+/// A zset's members with their scores, lowest first.
+type Entries = Vec<(Vec<u8>, f64)>;
+
+/// What one key under the prefix held.
+#[derive(Debug)]
+enum Value {
+    Set(BTreeSet<Vec<u8>>),
+    ZSet(Entries),
+    String(Vec<u8>),
+    /// A list's length.
+    List(usize),
+    /// Another type, by name (`hash`, `stream`, ...).
+    Other(String),
+}
+
+impl Value {
+    fn type_name(&self) -> &str {
+        match self {
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+            Value::String(_) => "string",
+            Value::List(_) => "list",
+            Value::Other(name) => name,
+        }
+    }
+}
+
+/// The keys under one prefix, read at one moment.
+#[derive(Debug)]
+struct Snapshot {
+    prefix: String,
+    /// Key name after `<prefix>:` → what it held. Locks are not here.
+    values: BTreeMap<Vec<u8>, Value>,
+    /// Lock name after `<prefix>:` → its `PTTL` (-1: it never expires).
+    locks: BTreeMap<Vec<u8>, i64>,
+}
+
+/// A key name, by where it sits in TaskTiger's layout.
+#[derive(Debug, PartialEq)]
+enum Shape<'a> {
+    StateSet(State),
+    Queue(State, &'a [u8]),
+    Body(&'a [u8]),
+    Executions(&'a [u8]),
+    ExecutionsCount(&'a [u8]),
+    Lock,
+    Unknown,
+}
+
+/// Where the key named `name` (after `<prefix>:`) sits.
+fn shape(name: &[u8]) -> Shape<'_> {
+    for state in State::ALL {
+        let state_name = state.as_str().as_bytes();
+        if name == state_name {
+            return Shape::StateSet(state);
+        }
+        if let Some(queue) = name
+            .strip_prefix(state_name)
+            .and_then(|rest| rest.strip_prefix(b":"))
+        {
+            return Shape::Queue(state, queue);
+        }
+    }
+    if name.starts_with(b"lockv2:") || name.starts_with(b"qslock:") {
+        return Shape::Lock;
+    }
+    if let Some(rest) = name.strip_prefix(b"task:") {
+        if let Some(id) = rest.strip_suffix(b":executions_count") {
+            return Shape::ExecutionsCount(id);
+        }
+        if let Some(id) = rest.strip_suffix(b":executions") {
+            return Shape::Executions(id);
+        }
+        return Shape::Body(rest);
+    }
+    Shape::Unknown
+}
+
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// `SCAN` for every key matching `pattern`.
+async fn scan_all(
+    conn: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> redis::RedisResult<BTreeSet<Vec<u8>>> {
+    let mut keys = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// `pattern` with glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(pattern: &str) -> String {
+    let mut escaped = String::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+impl Snapshot {
+    /// Reads every key under `tiger`'s prefix at one moment (see [`Invariants`]).
+    async fn read(tiger: &Tiger) -> std::result::Result<Snapshot, String> {
+        let prefix = tiger.keys().prefix().to_owned();
+        let failed = |err: redis::RedisError| format!("cannot read Redis: {err}");
+        // A connection of its own: WATCH applies to the connection that sent it.
+        let mut conn = tiger
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(failed)?;
+        let pattern = format!("{}:*", glob_escape(&prefix));
+        let cut = prefix.len() + 1;
+        let is_lock = |key: &Vec<u8>| shape(&key[cut..]) == Shape::Lock;
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            let found = scan_all(&mut conn, &pattern).await.map_err(failed)?;
+            let data: Vec<Vec<u8>> = found.iter().filter(|k| !is_lock(k)).cloned().collect();
+            if !data.is_empty() {
+                redis::cmd("WATCH")
+                    .arg(&data)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(failed)?;
+            }
+            let again = scan_all(&mut conn, &pattern).await.map_err(failed)?;
+            if again.iter().filter(|k| !is_lock(k)).ne(data.iter()) {
+                redis::cmd("UNWATCH")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(failed)?;
+                continue;
+            }
+            let values = Snapshot::read_values(&mut conn, &data)
+                .await
+                .map_err(failed)?;
+            let unchanged: Option<(String,)> = redis::pipe()
+                .atomic()
+                .cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(failed)?;
+            if unchanged.is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let lock_keys: Vec<&Vec<u8>> = again.iter().filter(|k| is_lock(k)).collect();
+            let mut pipe = redis::pipe();
+            for key in &lock_keys {
+                pipe.cmd("PTTL").arg(*key);
+            }
+            let ttls: Vec<i64> = if lock_keys.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut conn).await.map_err(failed)?
+            };
+            let locks = lock_keys
+                .into_iter()
+                .zip(ttls)
+                // -2: it expired since the scan.
+                .filter(|(_, ttl)| *ttl != -2)
+                .map(|(key, ttl)| (key[cut..].to_vec(), ttl))
+                .collect();
+            let values = data
+                .into_iter()
+                .zip(values)
+                .filter_map(|(key, value)| Some((key[cut..].to_vec(), value?)))
+                .collect();
+            return Ok(Snapshot {
+                prefix,
+                values,
+                locks,
+            });
+        }
+        Err(format!(
+            "no quiet moment to read the keys under `{prefix}`: they changed during each of \
+             {SNAPSHOT_ATTEMPTS} readings"
+        ))
+    }
+
+    /// Reads each key by its type; `None` for a key that no longer exists.
+    async fn read_values(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &[Vec<u8>],
+    ) -> redis::RedisResult<Vec<Option<Value>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("TYPE").arg(key);
+        }
+        let types: Vec<String> = pipe.query_async(conn).await?;
+        let mut pipe = redis::pipe();
+        for (key, kind) in keys.iter().zip(&types) {
+            match kind.as_str() {
+                "set" => pipe.cmd("SMEMBERS").arg(key),
+                "zset" => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+                "string" => pipe.cmd("GET").arg(key),
+                "list" => pipe.cmd("LLEN").arg(key),
+                _ => pipe.cmd("PING"),
+            };
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        let mut values = Vec::with_capacity(keys.len());
+        for (kind, reply) in types.into_iter().zip(replies) {
+            let value = match kind.as_str() {
+                "none" => None,
+                "set" => Some(Value::Set(redis::from_redis_value(reply)?)),
+                "zset" => Some(Value::ZSet(redis::from_redis_value(reply)?)),
+                "string" => Some(Value::String(redis::from_redis_value(reply)?)),
+                "list" => Some(Value::List(redis::from_redis_value(reply)?)),
+                _ => Some(Value::Other(kind)),
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn key(&self, name: &[u8]) -> String {
+        format!("{}:{}", self.prefix, text(name))
+    }
+
+    /// Every rule broken, as readable lines.
+    fn violations(&self, invariants: &Invariants, now: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        // id → every (state, queue) zset holding it.
+        let mut places: BTreeMap<&[u8], Vec<(State, &[u8])>> = BTreeMap::new();
+        let mut bodies: BTreeMap<&[u8], &Value> = BTreeMap::new();
+        let mut lists: BTreeMap<&[u8], usize> = BTreeMap::new();
+        let mut counts: BTreeMap<&[u8], &Value> = BTreeMap::new();
+        let mut state_sets: HashMap<State, &BTreeSet<Vec<u8>>> = HashMap::new();
+        let mut queues: Vec<(State, &[u8], &Entries)> = Vec::new();
+        let wrong_type = |name: &[u8], value: &Value, expected: &str| {
+            format!(
+                "`{}` is a {}, not a {expected}",
+                self.key(name),
+                value.type_name()
+            )
+        };
+        for (name, value) in &self.values {
+            match (shape(name), value) {
+                (Shape::StateSet(state), Value::Set(members)) => {
+                    state_sets.insert(state, members);
+                }
+                (Shape::Queue(state, queue), Value::ZSet(entries)) => {
+                    for (id, _) in entries {
+                        places.entry(id).or_default().push((state, queue));
+                    }
+                    queues.push((state, queue, entries));
+                }
+                (Shape::Body(id), value) => {
+                    if !matches!(value, Value::String(_)) {
+                        out.push(wrong_type(name, value, "string"));
+                    }
+                    bodies.insert(id, value);
+                }
+                (Shape::Executions(id), Value::List(len)) => {
+                    lists.insert(id, *len);
+                }
+                (Shape::ExecutionsCount(id), value) => {
+                    counts.insert(id, value);
+                }
+                (Shape::StateSet(_), value) => out.push(wrong_type(name, value, "set")),
+                (Shape::Queue(..), value) => out.push(wrong_type(name, value, "zset")),
+                (Shape::Executions(_), value) => out.push(wrong_type(name, value, "list")),
+                (Shape::Lock, _) => {}
+                (Shape::Unknown, value) => out.push(format!(
+                    "`{}` ({}) is not a key of tiger's layout",
+                    self.key(name),
+                    value.type_name()
+                )),
+            }
+        }
+        let parsed: BTreeMap<&[u8], serde_json::Value> = bodies
+            .iter()
+            .filter_map(|(id, value)| match value {
+                Value::String(body) => Some((*id, serde_json::from_slice(body).ok()?)),
+                _ => None,
+            })
+            .collect();
+        let is_unique = |id: &[u8]| {
+            parsed
+                .get(id)
+                .is_some_and(|body| body.get("unique") == Some(&serde_json::Value::Bool(true)))
+        };
+
+        // 1. Every id has a body; every body is somewhere.
+        for (id, at) in &places {
+            if !bodies.contains_key(id) {
+                for (state, queue) in at {
+                    out.push(format!(
+                        "`{}` holds `{}`, which has no body (`{}` is missing)",
+                        self.key(&[state.as_str().as_bytes(), b":", queue].concat()),
+                        text(id),
+                        self.key(&[b"task:", *id].concat())
+                    ));
+                }
+            }
+        }
+        for id in bodies.keys() {
+            if !places.contains_key(id) {
+                out.push(format!(
+                    "`{}` is in no queue's queued, active, scheduled or error zset",
+                    self.key(&[b"task:", *id].concat())
+                ));
+            }
+        }
+
+        // 2. One state for a task that is not unique; one queue for any task.
+        for (id, at) in &places {
+            let names = || {
+                at.iter()
+                    .map(|(state, queue)| format!("{state}:{}", text(queue)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !bodies.contains_key(id) {
+                continue;
+            }
+            if is_unique(id) {
+                let queues: BTreeSet<&[u8]> = at.iter().map(|(_, queue)| *queue).collect();
+                if queues.len() > 1 {
+                    out.push(format!(
+                        "unique task `{}` is in the states of {} queues: {}",
+                        text(id),
+                        queues.len(),
+                        names()
+                    ));
+                }
+            } else if at.len() > 1 {
+                out.push(format!(
+                    "task `{}` is not unique but is in {} places: {}",
+                    text(id),
+                    at.len(),
+                    names()
+                ));
+            }
+        }
+
+        // 3. Locks expire.
+        for (name, ttl) in &self.locks {
+            if *ttl == -1 {
+                out.push(format!("`{}` has no TTL: it never expires", self.key(name)));
+            }
+        }
+
+        // 4. Heartbeats are fresh.
+        if let Some(bound) = invariants.heartbeat_bound {
+            let oldest = now - bound.as_secs_f64();
+            for (state, queue, entries) in &queues {
+                if *state != State::Active {
+                    continue;
+                }
+                for (id, score) in entries.iter() {
+                    if *score < oldest {
+                        out.push(format!(
+                            "`{}` holds `{}` with a heartbeat {:.1} s old (bound {:.1} s)",
+                            self.key(&[b"active:", *queue].concat()),
+                            text(id),
+                            now - score,
+                            bound.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+        }
+
+        // 5. Execution history: capped, counted, and owned by a body.
+        for (id, len) in &lists {
+            let list = self.key(&[b"task:", *id, b":executions"].concat());
+            if !bodies.contains_key(id) {
+                out.push(format!("`{list}` ({len} records) belongs to no task body"));
+                continue;
+            }
+            let cap = parsed
+                .get(id)
+                .and_then(|body| body.get("max_stored_executions")?.as_u64())
+                .unwrap_or(0);
+            if cap > 0 && *len as u64 > cap {
+                out.push(format!(
+                    "`{list}` holds {len} records, over the task's max_stored_executions of {cap}"
+                ));
+            }
+        }
+        for (id, value) in &counts {
+            let key = self.key(&[b"task:", *id, b":executions_count"].concat());
+            if !bodies.contains_key(id) {
+                out.push(format!("`{key}` belongs to no task body"));
+            }
+            let count = match value {
+                Value::String(count) => std::str::from_utf8(count)
+                    .ok()
+                    .and_then(|c| c.parse::<u64>().ok()),
+                _ => None,
+            };
+            match count {
+                None => out.push(format!(
+                    "`{key}` is not a count (a {} holding something else than an integer)",
+                    value.type_name()
+                )),
+                Some(count) => {
+                    let len = lists.get(id).copied().unwrap_or(0);
+                    if (len as u64) > count {
+                        out.push(format!(
+                            "`{key}` is {count}, below the {len} records its list holds"
+                        ));
+                    }
+                }
+            }
+        }
+
+        // 6. State sets name every queue with ids in that state.
+        for (state, queue, _) in &queues {
+            let listed = state_sets
+                .get(state)
+                .is_some_and(|members| members.contains(*queue));
+            if !listed {
+                out.push(format!(
+                    "`{}` holds ids but `{}` does not name `{}`",
+                    self.key(&[state.as_str().as_bytes(), b":", queue].concat()),
+                    self.key(state.as_str().as_bytes()),
+                    text(queue)
+                ));
+            }
+        }
+        out
     }
 }
 

@@ -1,21 +1,34 @@
 -- Refreshes the active score (the heartbeat) of the tasks a worker runs, but only where the
 -- score is still one this worker wrote (from its dequeue to its latest heartbeat): a task
 -- that another worker recovered, or took again, is not touched (no resurrection, no stolen
--- heartbeat).
+-- heartbeat). Also renews the worker's places in queue semaphores that still hold them.
 --
--- KEYS: the active zset of each task, in order
--- ARGV: 1 now, then for each task: its id, the lowest and the highest score this worker wrote
+-- KEYS: the active zset of each task, in order, then the semaphore zset of each place
+-- ARGV: 1 now, 2 how many tasks (n), then for each task: its id, the lowest and the highest
+--       score this worker wrote; then for each place: its holder name and its new expiry
 -- Returns one flag per task: 1 refreshed, 0 no longer this worker's.
 local now = ARGV[1]
+local n = tonumber(ARGV[2])
 local flags = {}
-for i, key in ipairs(KEYS) do
-  local id = ARGV[3 * i - 1]
-  local score = tonumber(redis.call('ZSCORE', key, id))
-    if score and score >= tonumber(ARGV[3 * i]) and score <= tonumber(ARGV[3 * i + 1]) then
-    redis.call('ZADD', key, 'XX', now, id)
+for i = 1, n do
+  local id = ARGV[3 * i]
+  local score = tonumber(redis.call('ZSCORE', KEYS[i], id))
+  if score and score >= tonumber(ARGV[3 * i + 1]) and score <= tonumber(ARGV[3 * i + 2]) then
+    redis.call('ZADD', KEYS[i], 'XX', now, id)
     flags[i] = 1
   else
     flags[i] = 0
   end
+end
+local at = 3 * n + 3
+for i = n + 1, #KEYS do
+  local expires = tonumber(ARGV[at + 1])
+  if redis.call('ZADD', KEYS[i], 'XX', 'CH', expires, ARGV[at]) == 1 then
+    local ttl = math.ceil(2 * (expires - tonumber(now)))
+    if redis.call('TTL', KEYS[i]) < ttl then
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
+  end
+  at = at + 2
 end
 return flags

@@ -46,16 +46,23 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
 pub(crate) type Claim = (f64, f64);
 
 /// Refreshes the heartbeat of `(active zset, id, range of scores this worker wrote)` tasks
-/// to `now` where the score is still in that range; returns, per task, whether it was.
+/// to `now` where the score is still in that range, and renews the `(semaphore zset,
+/// holder)` places still held to expire at `expires`; returns, per task, whether it was
+/// still this worker's.
 pub(crate) async fn heartbeat(
     tiger: &Tiger,
     tasks: &[(String, &str, Claim)],
+    places: &[(String, &[u8])],
     now: f64,
+    expires: f64,
 ) -> Result<Vec<bool>> {
     let mut call = HEARTBEAT.prepare_invoke();
-    call.arg(now);
+    call.arg(now).arg(tasks.len());
     for (key, id, (first, latest)) in tasks {
         call.key(key).arg(*id).arg(*first).arg(*latest);
+    }
+    for (key, holder) in places {
+        call.key(key).arg(*holder).arg(expires);
     }
     let flags: Vec<i64> = call.invoke_async(&mut tiger.connection()).await?;
     Ok(flags.into_iter().map(|flag| flag == 1).collect())
@@ -137,31 +144,67 @@ pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueue
     })
 }
 
-/// Moves up to `limit` tasks of `queue` from queued to active (heartbeat `now`) and returns
-/// their ids, as bytes: an id written by another producer need not be UTF-8. A unique task
-/// already active goes to scheduled at `now + LOCK_RETRY` instead.
+/// A queue's semaphore as a dequeue uses it (see `dequeue.lua`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gate<'a> {
+    /// How many groups may run at once across the fleet.
+    pub(crate) size: usize,
+    /// When a new holder's place expires unless renewed (Unix seconds).
+    pub(crate) expires: f64,
+    /// This worker's holder names start with this; the group's first id follows.
+    pub(crate) holder_prefix: &'a str,
+    /// Everything taken is one group (a batch queue).
+    pub(crate) one_group: bool,
+}
+
+/// What a dequeue took.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// The ids that became active, as bytes: an id written by another producer need not be
+    /// UTF-8.
+    pub(crate) ids: Vec<Vec<u8>>,
+    /// The queue is paused or its semaphore is full: try it again later.
+    pub(crate) blocked: bool,
+}
+
+/// Moves up to `limit` tasks of `queue` from queued to active (heartbeat `now`) unless the
+/// queue is paused, and within its semaphore when `gate` is given. A unique task already
+/// active goes to scheduled at `now + LOCK_RETRY` instead.
 pub(crate) async fn dequeue(
     tiger: &Tiger,
     queue: &str,
     limit: usize,
     now: f64,
-) -> Result<Vec<Vec<u8>>> {
+    gate: Option<Gate<'_>>,
+) -> Result<Taken> {
     let keys = tiger.keys();
     let retry_at = now + tiger.config().lock_retry.as_secs_f64();
-    let ids = DEQUEUE
+    let (ids, blocked): (Vec<Vec<u8>>, i64) = DEQUEUE
         .key(keys.queue(State::Queued, queue))
         .key(keys.queue(State::Active, queue))
         .key(keys.queue(State::Scheduled, queue))
         .key(keys.state_set(State::Queued))
         .key(keys.state_set(State::Active))
         .key(keys.state_set(State::Scheduled))
+        .key(keys.queue_semaphore(queue))
         .arg(queue)
         .arg(limit)
         .arg(now)
         .arg(retry_at)
+        .arg(gate.map(|g| g.size.to_string()).unwrap_or_default())
+        .arg(gate.map_or(0.0, |g| g.expires))
+        .arg(gate.map_or("", |g| g.holder_prefix))
+        .arg(if gate.is_some_and(|g| g.one_group) {
+            "1"
+        } else {
+            "0"
+        })
         .invoke_async(&mut tiger.connection())
         .await?;
-    Ok(ids)
+    Ok(Taken {
+        ids,
+        blocked: blocked == 1,
+    })
 }
 
 /// How a move adds the task to its new zset.

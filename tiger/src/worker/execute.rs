@@ -64,6 +64,8 @@ pub(crate) struct Plan {
     pub(crate) keep_records: Option<u32>,
     /// Taken when the task runs.
     pub(crate) work: Option<Work>,
+    /// The stored body, for a child process of the process executor to decode again.
+    pub(crate) body: Box<str>,
 }
 
 /// A task's stored retry options.
@@ -91,14 +93,53 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
             );
         }
     };
+    /// The literal (`NaN`, `Infinity`, `-Infinity`) that Python's `json` writes for a
+    /// non-finite float, when one outside a string is where `err` stopped the parse.
+    fn python_literal(body: &str, err: &serde_json::Error) -> Option<&'static str> {
+        if !err.is_syntax() {
+            return None;
+        }
+        // serde_json's column counts bytes from the start of the line, from 1.
+        let line_start: usize = body
+            .split_inclusive('\n')
+            .take(err.line().saturating_sub(1))
+            .map(str::len)
+            .sum();
+        let stopped = line_start + err.column();
+        let bytes = body.as_bytes();
+        let (mut in_string, mut escaped) = (false, false);
+        for (at, &byte) in bytes.iter().enumerate().take(stopped) {
+            if in_string {
+                (in_string, escaped) = (escaped || byte != b'"', !escaped && byte == b'\\');
+                continue;
+            }
+            let rest = &bytes[at..];
+            let literal = match byte {
+                b'"' => {
+                    in_string = true;
+                    continue;
+                }
+                b'N' if rest.starts_with(b"NaN") => "NaN",
+                b'I' if rest.starts_with(b"Infinity") => "Infinity",
+                b'-' if rest.starts_with(b"-Infinity") => "-Infinity",
+                _ => continue,
+            };
+            return Some(literal);
+        }
+        None
+    }
     let task: StoredTask<'_> = match serde_json::from_str(body) {
         Ok(task) => task,
         Err(err) => {
-            return reject(
-                false,
-                MALFORMED_TASK,
-                format!("the task body is not valid task JSON: {err}"),
-            );
+            let text = match python_literal(body, &err) {
+                Some(literal) => format!(
+                    "the task body holds `{literal}`, a non-standard JSON literal (Python's \
+                     json writes NaN, Infinity and -Infinity for non-finite floats), which \
+                     tiger does not accept: {err}"
+                ),
+                None => format!("the task body is not valid task JSON: {err}"),
+            };
+            return reject(false, MALFORMED_TASK, text);
         }
     };
     if task.id != id {
@@ -154,6 +195,7 @@ pub(crate) fn prepare(registry: &Registry, config: &Config, id: &str, body: &[u8
             retry,
             keep_records: task.max_stored_executions,
             work: Some(work),
+            body: body.into(),
         }),
         Err(err) => {
             let text = format!("the stored arguments do not fit `{}`: {err}", task.func);

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::execute::RetryPolicy;
 use crate::{
@@ -58,10 +58,13 @@ pub(crate) struct Finished<'a> {
 }
 
 /// What happens to a task after a failed run.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Verdict {
     /// Run it again this many seconds from now.
     Retry(f64),
+    /// Put it back in its queue now: a run the worker's shutdown cut short, of a task that
+    /// would retry.
+    Requeue,
     /// Keep it in the error state.
     Error,
     /// Out of retries and asked not to be logged: delete it.
@@ -139,38 +142,52 @@ fn stored_delay(stored: &StoredRetry, spec: &TaskSpec, n: u32) -> Option<f64> {
 
 /// Removes a task that ran successfully. `Ok(false)`: it was no longer active here.
 pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
-    let step = Move {
-        id: task.id,
-        queue: task.queue,
-        from: State::Active,
-        to: None,
-        unique: task.unique,
-        record: None,
-        keep_records: None,
-        if_score_at_most: task.fence,
-        if_score_is: task.lease,
-    };
-    retrying("record the task's success", || {
-        scripts::move_task(tiger, &step)
-    })
-    .await
+    move_from_active(tiger, task, None, "record the task's success").await
 }
 
 /// Moves an active task back to `scheduled` at `at` (keeping an earlier due time), without
 /// a record: its lock was taken, so it did not run.
 pub(crate) async fn defer(tiger: &Tiger, task: Finished<'_>, at: f64) -> Result<bool> {
+    move_from_active(
+        tiger,
+        task,
+        Some((State::Scheduled, at, Zadd::Min)),
+        "defer the task",
+    )
+    .await
+}
+
+/// A move out of active without a record, fenced as `task` says.
+async fn move_from_active(
+    tiger: &Tiger,
+    task: Finished<'_>,
+    to: Option<(State, f64, Zadd)>,
+    what: &str,
+) -> Result<bool> {
     let step = Move {
         id: task.id,
         queue: task.queue,
         from: State::Active,
-        to: Some((State::Scheduled, at, Zadd::Min)),
+        to,
         unique: task.unique,
         record: None,
         keep_records: None,
         if_score_at_most: task.fence,
         if_score_is: task.lease,
     };
-    retrying("defer the task", || scripts::move_task(tiger, &step)).await
+    retrying(what, || scripts::move_task(tiger, &step)).await
+}
+
+/// Puts an active task back in its queue at `score` (keeping an earlier one), without a
+/// record: it did not run.
+pub(crate) async fn requeue(tiger: &Tiger, task: Finished<'_>, score: f64) -> Result<bool> {
+    move_from_active(
+        tiger,
+        task,
+        Some((State::Queued, score, Zadd::Min)),
+        "hand the task back",
+    )
+    .await
 }
 
 /// The times of a failed run, shared by every task of a group.
@@ -178,6 +195,30 @@ pub(crate) async fn defer(tiger: &Tiger, task: Finished<'_>, at: f64) -> Result<
 pub(crate) struct RunTimes {
     pub(crate) started: f64,
     pub(crate) failed: f64,
+}
+
+/// What an execution record says of a failure, apart from the times and the host: the
+/// part a child process of the process executor reports to its worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FailureRecord {
+    pub(crate) exception_name: String,
+    pub(crate) traceback: String,
+    /// For a [`Retry`] request: its method (as stored) and `log_error`.
+    pub(crate) retry_request: Option<(Option<serde_json::Value>, bool)>,
+}
+
+impl FailureRecord {
+    pub(crate) fn of(failure: &TaskFailure) -> FailureRecord {
+        let request = failure
+            .error
+            .as_deref()
+            .and_then(|error| error.downcast_ref::<Retry>());
+        FailureRecord {
+            exception_name: failure.exception_name.clone(),
+            traceback: failure.traceback.clone(),
+            retry_request: request.map(|r| (r.method.map(RetryMethod::to_json), r.log_error)),
+        }
+    }
 }
 
 /// Settles a failed run: records `failure` and applies `verdict`. `Ok(false)`: the task
@@ -190,11 +231,21 @@ pub(crate) async fn fail(
     verdict: Verdict,
     keep_records: Option<u32>,
 ) -> Result<bool> {
+    let record = FailureRecord::of(failure);
+    fail_recorded(tiger, task, times, &record, verdict, keep_records).await
+}
+
+/// [`fail`] with the failure already described.
+pub(crate) async fn fail_recorded(
+    tiger: &Tiger,
+    task: Finished<'_>,
+    times: RunTimes,
+    failure: &FailureRecord,
+    verdict: Verdict,
+    keep_records: Option<u32>,
+) -> Result<bool> {
     let RunTimes { started, failed } = times;
-    let request = failure
-        .error
-        .as_deref()
-        .and_then(|error| error.downcast_ref::<Retry>());
+    let request = failure.retry_request.as_ref();
     let record = ExecutionRecord {
         time_started: started,
         time_failed: failed,
@@ -206,8 +257,8 @@ pub(crate) async fn fail(
             .store_tracebacks
             .then_some(failure.traceback.as_str()),
         retry: request.map(|_| true),
-        retry_method: request.and_then(|r| r.method).map(RetryMethod::to_json),
-        log_error: request.map(|r| r.log_error),
+        retry_method: request.and_then(|(method, _)| method.clone()),
+        log_error: request.map(|(_, log_error)| *log_error),
     };
     let record = serde_json::to_string(&record).map_err(|source| crate::Error::Serialize {
         task: task.id.to_owned(),
@@ -216,6 +267,10 @@ pub(crate) async fn fail(
     let (to, record) = match verdict {
         Verdict::Retry(delay) => (
             Some((State::Scheduled, failed + delay, Zadd::Min)),
+            Some(record.as_str()),
+        ),
+        Verdict::Requeue => (
+            Some((State::Queued, failed, Zadd::Min)),
             Some(record.as_str()),
         ),
         Verdict::Error => (

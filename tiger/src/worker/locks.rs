@@ -1,8 +1,15 @@
 //! Task locks (`lock`, `lock_key`): the redis-py Lock protocol on `t:lockv2:<lock_id>`, so
 //! Python and Rust workers exclude each other. `SET NX PX` with a random token takes the
-//! lock for `ACTIVE_TASK_UPDATE_TIMEOUT`; while the task runs, the lock is renewed every
-//! `ACTIVE_TASK_UPDATE_TIMER` when it still holds the token; it is released the same way.
-//! A worker that dies leaves a lock that expires on its own.
+//! lock; while the task runs, the lock is renewed every `ACTIVE_TASK_UPDATE_TIMER` when it
+//! still holds the token; it is released the same way. A worker that dies leaves a lock that
+//! expires on its own.
+//!
+//! The lock lives `ACTIVE_TASK_UPDATE_TIMEOUT + REQUEUE_EXPIRED_TASKS_INTERVAL` (TaskTiger:
+//! the timeout alone), the longest a stalled worker's task can stay active before it is
+//! recovered. So a worker that stalls and wakes up before its task was recovered still
+//! holds the lock; one that wakes up later finds the task gone and stops. If a renewal finds
+//! the lock gone anyway (deleted by hand, or a Python worker's shorter lock), the run is
+//! stopped rather than go on beside a twin.
 
 use std::time::Duration;
 
@@ -40,13 +47,14 @@ pub(crate) async fn try_lock(tiger: &Tiger, key: &str, ttl_ms: u64) -> Result<Op
 }
 
 /// Keeps `locks` alive while `work` runs, renewing them every `ACTIVE_TASK_UPDATE_TIMER`.
+/// `None` when a lock was found lost: `work` was dropped then.
 pub(crate) async fn hold_during<F: std::future::Future>(
     locks: &[HeldLock],
     tiger: &Tiger,
     work: F,
-) -> F::Output {
+) -> Option<F::Output> {
     if locks.is_empty() {
-        return work.await;
+        return Some(work.await);
     }
     let period = tiger
         .config()
@@ -56,22 +64,30 @@ pub(crate) async fn hold_during<F: std::future::Future>(
     tokio::pin!(work);
     loop {
         tokio::select! {
-            output = &mut work => return output,
+            output = &mut work => return Some(output),
             _ = renew.tick() => for lock in locks {
-                lock.renew(tiger).await;
+                if !lock.renew(tiger).await {
+                    return None;
+                }
             },
         }
     }
 }
 
 impl HeldLock {
-    async fn renew(&self, tiger: &Tiger) {
+    /// Renews the lock; `false` when it is no longer this worker's. A renewal that fails
+    /// for want of Redis is only logged: the lock may well still be held.
+    async fn renew(&self, tiger: &Tiger) -> bool {
         match scripts::lock_renew(tiger, &self.key, &self.token, ttl_ms(tiger)).await {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
-                tracing::warn!(lock = %self.key, "task lock lost (expired or taken over) while the task runs")
+                tracing::warn!(lock = %self.key, "task lock lost (expired or taken over) while the task runs; stopping the run");
+                false
             }
-            Err(err) => tracing::warn!(lock = %self.key, %err, "cannot renew the task lock"),
+            Err(err) => {
+                tracing::warn!(lock = %self.key, %err, "cannot renew the task lock");
+                true
+            }
         }
     }
 
@@ -100,8 +116,9 @@ pub(crate) async fn release_all(locks: Vec<HeldLock>, tiger: &Tiger) {
     }
 }
 
+/// How long a task lock lives unless renewed (see the module's text).
 fn ttl_ms(tiger: &Tiger) -> u64 {
-    u64::try_from(tiger.config().active_task_update_timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    let config = tiger.config();
+    let ttl = config.active_task_update_timeout + config.requeue_expired_tasks_interval;
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -19,9 +19,11 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::{
@@ -33,6 +35,9 @@ use crate::{
     time::now,
 };
 
+mod child;
+#[cfg(test)]
+mod decode_props;
 pub(crate) mod execute;
 mod finish;
 mod lease;
@@ -43,15 +48,63 @@ mod recover;
 mod run;
 mod sweep;
 
+pub use child::{CHILD_DIED, KILL_GRACE, serve_executor_child};
 pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
 pub use queues::queue_matches;
 
 use lease::Lease;
 use queues::{Activity, QueueFilter};
-use run::Job;
+use run::{Control, Job};
 
 /// How long the loop backs off after Redis failed a dequeue.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a worker runs its tasks.
+///
+/// | | `Async` (default) | `Process` |
+/// |---|---|---|
+/// | runs a task | as a Tokio task in the worker (a plain `fn` on the blocking pool) | in a child process, one per task (or batch) |
+/// | at the hard timeout | an `async fn` is cancelled at its next `.await`; a plain `fn` is recorded as timed out, its thread runs on, and the worker restarts itself to end it | the child cancels its own `async fn`; one that does not end within [`KILL_GRACE`] is killed (SIGKILL) |
+/// | a crash (abort, segfault, out of memory) | takes the worker and every task in it down (recovered later as lost) | fails only that task, with a [`CHILD_DIED`] record |
+/// | cost per task | none | starting a process (a few ms) |
+///
+/// Pick `Process` for tasks that block in code that cannot be cancelled, call native code,
+/// or may exhaust memory; `Async` otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum Executor {
+    /// In the worker's own Tokio runtime.
+    #[default]
+    Async,
+    /// In a child process of the worker's program per task or batch.
+    Process,
+}
+
+/// Why [`Worker::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// [`Worker::once`]: the queues were empty and nothing was in flight.
+    Drained,
+    /// The [`Worker::shutdown_on`] signal (or [`Worker::hand_back_on`]) came.
+    Shutdown,
+    /// [`Worker::exit_after`] passed.
+    ExitAfter,
+    /// The thread of a plain `fn` task ran past its hard timeout and cannot be stopped: the
+    /// worker stopped so that its process can be restarted (which
+    /// [`run_worker`](crate::run_worker) does) instead of leaking the thread.
+    StuckThread,
+}
+
+impl Stopped {
+    /// Whether the process should start again (by re-executing itself): after
+    /// [`Stopped::ExitAfter`] and [`Stopped::StuckThread`].
+    pub fn wants_restart(self) -> bool {
+        matches!(self, Stopped::ExitAfter | Stopped::StuckThread)
+    }
+}
 
 /// A worker, configured with a builder and started with [`Worker::run`].
 ///
@@ -63,7 +116,8 @@ const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 ///     .exclude_queues(["emails.bulk"])
 ///     .concurrency(4)
 ///     .run()
-///     .await
+///     .await?;
+/// # Ok(())
 /// # }
 /// ```
 #[must_use = "a `Worker` does nothing until `run` is awaited"]
@@ -73,7 +127,12 @@ pub struct Worker {
     exclude: Option<Vec<String>>,
     concurrency: usize,
     once: bool,
-    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    shutdown: Option<Signal>,
+    hand_back: Option<Signal>,
+    grace_period: Duration,
+    exit_after: Option<Duration>,
+    max_workers_per_queue: Option<usize>,
+    executor: Executor,
 }
 
 impl std::fmt::Debug for Worker {
@@ -83,6 +142,10 @@ impl std::fmt::Debug for Worker {
             .field("exclude", &self.exclude)
             .field("concurrency", &self.concurrency)
             .field("once", &self.once)
+            .field("grace_period", &self.grace_period)
+            .field("exit_after", &self.exit_after)
+            .field("max_workers_per_queue", &self.max_workers_per_queue)
+            .field("executor", &self.executor)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +153,10 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// The default number of tasks one worker runs at once.
     pub const DEFAULT_CONCURRENCY: usize = 10;
+
+    /// The default shutdown grace period: 25 s, inside the 30 s an orchestrator such as
+    /// Kubernetes waits between SIGTERM and SIGKILL, so the hand-back is done in time.
+    pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(25);
 
     /// A worker on `tiger`'s Redis, serving every queue not excluded by the config.
     pub fn new(tiger: Tiger) -> Worker {
@@ -100,6 +167,11 @@ impl Worker {
             concurrency: Self::DEFAULT_CONCURRENCY,
             once: false,
             shutdown: None,
+            hand_back: None,
+            grace_period: Self::DEFAULT_GRACE_PERIOD,
+            exit_after: None,
+            max_workers_per_queue: None,
+            executor: Executor::Async,
         }
     }
 
@@ -126,6 +198,26 @@ impl Worker {
         self
     }
 
+    /// At most `tasks` tasks of any one queue run at once across every worker that sets
+    /// this (`-M`), counted through the queue's semaphore `t:qslock:<queue>`: each task in
+    /// flight holds a place (a batch holds one), renewed by heartbeats and given back when
+    /// it ends; a dead worker's places expire after `ACTIVE_TASK_UPDATE_TIMEOUT`. A queue
+    /// whose semaphore is full is tried again later. Queues listed in
+    /// [`Config::single_worker_queues`](crate::Config::single_worker_queues) get a size of 1
+    /// whatever this says.
+    pub fn max_workers_per_queue(mut self, tasks: usize) -> Worker {
+        self.max_workers_per_queue = Some(tasks);
+        self
+    }
+
+    /// Where tasks run (see [`Executor`]). With [`Executor::Process`] the program must
+    /// serve its children: [`run_worker`](crate::run_worker) does, else call
+    /// [`serve_executor_child`] first thing in `main`.
+    pub fn executor(mut self, executor: Executor) -> Worker {
+        self.executor = executor;
+        self
+    }
+
     /// Drain: run what is queued, then return once the queues are empty and nothing is in
     /// flight.
     pub fn once(mut self, once: bool) -> Worker {
@@ -133,21 +225,58 @@ impl Worker {
         self
     }
 
-    /// Stop when `signal` resolves: take no more tasks, let those in flight finish, return.
-    /// [`run_worker`](crate::run_worker) wires this to SIGINT and SIGTERM.
+    /// Stop when `signal` resolves: take no more tasks, let those in flight finish within
+    /// the [grace period](Worker::grace_period), hand back the rest, return.
+    /// [`run_worker`](crate::run_worker) wires this to the first SIGINT or SIGTERM.
     pub fn shutdown_on<F: Future<Output = ()> + Send + 'static>(mut self, signal: F) -> Worker {
         self.shutdown = Some(Box::pin(signal));
         self
     }
 
-    /// Runs until shutdown (or, with [`once`](Worker::once), until drained).
+    /// Stop at once when `signal` resolves: cut the tasks in flight short and hand them back
+    /// without waiting for the grace period. [`run_worker`](crate::run_worker) wires this to
+    /// the second SIGINT or SIGTERM.
+    ///
+    /// Handing back a task: one that had not started goes back to its queue as it was; one
+    /// that was running is cancelled, gets a `JobTimeoutException` record saying the worker
+    /// stopped, and then follows its retry options as after a timeout — back to its queue at
+    /// once if it retries, else to `error`. So a task that is not safe to run twice is never
+    /// run again by a shutdown.
+    pub fn hand_back_on<F: Future<Output = ()> + Send + 'static>(mut self, signal: F) -> Worker {
+        self.hand_back = Some(Box::pin(signal));
+        self
+    }
+
+    /// How long tasks in flight may go on after a shutdown signal before they are handed
+    /// back (default [`Worker::DEFAULT_GRACE_PERIOD`]).
+    pub fn grace_period(mut self, grace: Duration) -> Worker {
+        self.grace_period = grace;
+        self
+    }
+
+    /// Stop (as on a shutdown signal) once the worker has run this long, returning
+    /// [`Stopped::ExitAfter`]; [`run_worker`](crate::run_worker) then starts the process
+    /// again. TaskTiger's `--exit-after`: a bound on what a long-lived process can leak.
+    pub fn exit_after(mut self, after: Duration) -> Worker {
+        self.exit_after = Some(after);
+        self
+    }
+
+    /// Runs until shutdown (or, with [`once`](Worker::once), until drained) and says why it
+    /// stopped. Nothing it took is left active when it returns: tasks finished or were
+    /// handed back (unless Redis was unreachable at the end; then they are recovered later).
     ///
     /// Fails at start when two tasks share a name, the settings are invalid, or Redis cannot
     /// be reached. Once running, a failed Redis call is logged and retried; task failures
     /// never stop the worker.
-    pub async fn run(self) -> Result<()> {
+    pub async fn run(self) -> Result<Stopped> {
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.max_workers_per_queue == Some(0) {
+            return Err(Error::Config(
+                "max_workers_per_queue must be at least 1".into(),
+            ));
         }
         let registry = Arc::new(Registry::load()?);
         let config = self.tiger.config();
@@ -171,6 +300,10 @@ impl Worker {
             exclude_queues = ?filter.exclude,
             concurrency = self.concurrency,
             once = self.once,
+            max_workers_per_queue = ?self.max_workers_per_queue,
+            executor = ?self.executor,
+            grace_period = ?self.grace_period,
+            exit_after = ?self.exit_after,
             prefix = self.tiger.keys().prefix(),
             "worker ready"
         );
@@ -185,18 +318,38 @@ impl Worker {
             in_flight: JoinSet::new(),
             running: HashMap::new(),
             concurrency: self.concurrency,
+            grace: self.grace_period,
+            stuck: Arc::new(AtomicBool::new(false)),
+            max_workers: self.max_workers_per_queue,
+            executor: self.executor,
+            holder_prefix: format!("{}:", crate::TaskId::random()),
         };
-        state.run(self.once, self.shutdown).await;
-        tracing::info!("worker stopped");
-        Ok(())
+        let signals = Signals {
+            shutdown: self.shutdown,
+            hand_back: self.hand_back,
+            exit_after: self.exit_after,
+        };
+        let stopped = state.run(self.once, signals).await;
+        tracing::info!(reason = ?stopped, "worker stopped");
+        Ok(stopped)
     }
 }
 
-/// One Tokio task in flight: the tasks it runs, for heartbeats, and how to cancel it.
+/// What stops a worker, besides running dry with `once`.
+struct Signals {
+    shutdown: Option<Signal>,
+    hand_back: Option<Signal>,
+    exit_after: Option<Duration>,
+}
+
+/// One Tokio task in flight: the tasks it runs, for heartbeats, and how to stop it.
 struct InFlight {
     queue: String,
     leases: Vec<(String, Lease)>,
-    abort: tokio::task::AbortHandle,
+    /// Set to true to stop the group and hand back what is still this worker's.
+    stop: watch::Sender<Option<run::Halt>>,
+    /// Its place in the queue's semaphore, if the queue has one.
+    holder: Option<Vec<u8>>,
 }
 
 /// The worker's state while it runs.
@@ -213,16 +366,26 @@ struct Loop {
     /// Queue and ids of the tasks each Tokio task in flight runs, for heartbeats.
     running: HashMap<tokio::task::Id, InFlight>,
     concurrency: usize,
+    grace: Duration,
+    /// Set by a group whose plain `fn` thread outlived its hard timeout.
+    stuck: Arc<AtomicBool>,
+    /// `-M`: the size of every queue's semaphore.
+    max_workers: Option<usize>,
+    executor: Executor,
+    /// Starts the name of each place this worker holds in a queue semaphore: a random id
+    /// per worker, then `:` and the group's first task id.
+    holder_prefix: String,
 }
 
 impl Loop {
-    async fn run(
-        &mut self,
-        once: bool,
-        shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    ) {
+    async fn run(&mut self, once: bool, signals: Signals) -> Stopped {
         let config = self.tiger.config().clone();
-        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+        let pending = || -> Signal { Box::pin(std::future::pending()) };
+        let mut shutdown = signals.shutdown.unwrap_or_else(pending);
+        let mut hand_back = signals.hand_back.unwrap_or_else(pending);
+        let exit_at = signals
+            .exit_after
+            .map(|after| tokio::time::Instant::now() + after);
         let mut refresh = tokio::time::interval(config.queue_refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         refresh.reset();
@@ -231,14 +394,25 @@ impl Loop {
         heartbeat.reset();
         let mut sweep = tokio::time::interval(config.select_timeout.max(Duration::from_millis(10)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stopping = false;
+        // Once stopping: why, and when the grace period ends (`None` once handed back).
+        let mut stopping: Option<Stopped> = None;
+        let mut grace_ends: Option<tokio::time::Instant> = None;
         let mut backoff_until: Option<tokio::time::Instant> = None;
         // Due scheduled tasks count as queued work, also for `once`.
         self.run_sweeps().await;
         sweep.reset();
 
         loop {
-            if !stopping && backoff_until.is_none_or(|until| until <= tokio::time::Instant::now()) {
+            if stopping.is_none() && self.stuck.load(Ordering::Relaxed) {
+                tracing::warn!(
+                    "a plain fn task is stuck past its hard timeout: stopping so the process restarts"
+                );
+                stopping = Some(Stopped::StuckThread);
+                grace_ends = Some(tokio::time::Instant::now() + self.grace);
+            }
+            if stopping.is_none()
+                && backoff_until.is_none_or(|until| until <= tokio::time::Instant::now())
+            {
                 backoff_until = None;
                 self.absorb_activity().await;
                 match self.take_work().await {
@@ -254,25 +428,54 @@ impl Loop {
                     && self.in_flight.is_empty()
                     && backoff_until.is_none()
                 {
-                    break;
+                    return Stopped::Drained;
                 }
             }
-            if stopping && self.in_flight.is_empty() {
-                break;
+            if let Some(reason) = stopping.filter(|_| self.in_flight.is_empty()) {
+                return reason;
             }
             let has_room = self.in_flight.len() < self.concurrency;
+            let running = stopping.is_none();
             tokio::select! {
-                () = &mut shutdown, if !stopping => {
-                    stopping = true;
-                    tracing::info!(in_flight = self.in_flight.len(), "shutting down: taking no more tasks, finishing those in flight");
+                () = &mut shutdown, if running => {
+                    tracing::info!(in_flight = self.in_flight.len(), grace_period = ?self.grace, "shutting down: taking no more tasks, finishing those in flight");
+                    stopping = Some(Stopped::Shutdown);
+                    grace_ends = Some(tokio::time::Instant::now() + self.grace);
                 }
-                Some(done) = self.in_flight.join_next_with_id() => self.forget(done),
-                () = self.activity.notified(), if !stopping && has_room => {}
-                _ = refresh.tick(), if !stopping => self.refresh_queues().await,
-                                _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
-                _ = sweep.tick(), if !stopping => self.run_sweeps().await,
-                () = sleep_until(backoff_until), if backoff_until.is_some() && !stopping => {}
+                () = sleep_until(exit_at), if running => {
+                    tracing::info!(in_flight = self.in_flight.len(), "the --exit-after time has passed: taking no more tasks, finishing those in flight");
+                    stopping = Some(Stopped::ExitAfter);
+                    grace_ends = Some(tokio::time::Instant::now() + self.grace);
+                }
+                () = &mut hand_back, if stopping.is_none() || grace_ends.is_some() => {
+                    stopping.get_or_insert(Stopped::Shutdown);
+                    grace_ends = None;
+                    self.stop_all("stopping at once");
+                }
+                () = sleep_until(grace_ends), if grace_ends.is_some() => {
+                    grace_ends = None;
+                    self.stop_all("the shutdown grace period is over");
+                }
+                Some(done) = self.in_flight.join_next_with_id() => self.forget(done).await,
+                () = self.activity.notified(), if running && has_room => {}
+                _ = refresh.tick(), if running => self.refresh_queues().await,
+                _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
+                _ = sweep.tick(), if running => self.run_sweeps().await,
+                () = sleep_until(backoff_until), if backoff_until.is_some() && running => {}
             }
+        }
+    }
+
+    /// Stops every group in flight: what is still this worker's is handed back.
+    fn stop_all(&self, why: &str) {
+        if !self.running.is_empty() {
+            tracing::warn!(
+                in_flight = self.running.len(),
+                "{why}: handing back the tasks in flight"
+            );
+        }
+        for running in self.running.values() {
+            running.stop.send_replace(Some(run::Halt::Shutdown));
         }
     }
 
@@ -324,10 +527,12 @@ impl Loop {
             let batch = self.tiger.config().batch_size(&queue);
             let limit = if batch > 1 { batch } else { free };
             match self.dequeue(&queue, limit).await {
-                Ok(0) => {
+                // Paused, or its semaphore is full: kept, and tried again after the next event.
+                Ok(None) => {}
+                Ok(Some(0)) => {
                     self.queues.remove(&queue);
                 }
-                Ok(taken) => {
+                Ok(Some(taken)) => {
                     free -= if batch > 1 { 1 } else { taken };
                     started = true;
                 }
@@ -341,13 +546,48 @@ impl Loop {
         Ok(started)
     }
 
-    /// Moves up to `limit` tasks of `queue` to active and starts them; returns how many.
-    async fn dequeue(&mut self, queue: &str, limit: usize) -> Result<usize> {
-        let started = now();
-        let ids = scripts::dequeue(&self.tiger, queue, limit, started).await?;
-        if ids.is_empty() {
-            return Ok(0);
+    /// The size of `queue`'s semaphore: 1 for a single-worker queue (or subqueue of one),
+    /// else `-M` if given.
+    fn semaphore_size(&self, queue: &str) -> Option<usize> {
+        let single = &self.tiger.config().single_worker_queues;
+        let mut prefix = queue;
+        loop {
+            if single.iter().any(|q| q == prefix) {
+                return Some(1);
+            }
+            match prefix.rfind('.') {
+                Some(dot) => prefix = &prefix[..dot],
+                None => return self.max_workers,
+            }
         }
+    }
+
+    /// The name of the semaphore place of a group whose first task is `id`.
+    fn holder(&self, id: &[u8]) -> Vec<u8> {
+        [self.holder_prefix.as_bytes(), id].concat()
+    }
+
+    /// Moves up to `limit` tasks of `queue` to active and starts them; returns how many, or
+    /// `None` when the queue is paused or its semaphore is full.
+    async fn dequeue(&mut self, queue: &str, limit: usize) -> Result<Option<usize>> {
+        let started = now();
+        let batch = self.tiger.config().batch_size(queue) > 1;
+        let size = self.semaphore_size(queue);
+        let gate = size.map(|size| scripts::Gate {
+            size,
+            expires: started + self.tiger.config().active_task_update_timeout.as_secs_f64(),
+            holder_prefix: &self.holder_prefix,
+            one_group: batch,
+        });
+        let taken = scripts::dequeue(&self.tiger, queue, limit, started, gate).await?;
+        if taken.blocked {
+            return Ok(None);
+        }
+        let ids = taken.ids;
+        let Some(first) = ids.first() else {
+            return Ok(Some(0));
+        };
+        let group_holder = (size.is_some() && batch).then(|| self.holder(first));
         let taken = ids.len();
         let mut valid = Vec::with_capacity(taken);
         for id in ids {
@@ -358,6 +598,9 @@ impl Loop {
                     tracing::error!(%queue, id = %String::from_utf8_lossy(&id), "a task id that is not UTF-8; moving it to the error state");
                     if let Err(err) = finish::quarantine(&self.tiger, queue, &id).await {
                         tracing::error!(%queue, %err, "cannot move the id to the error state; it stays active");
+                    }
+                    if size.is_some() && !batch {
+                        self.release(queue, Some(self.holder(&id))).await;
                     }
                 }
             }
@@ -403,33 +646,66 @@ impl Loop {
             members.push((job, prepared));
         }
         // A batch queue runs what it took as one group (one slot); others, task by task.
-        if self.tiger.config().batch_size(queue) > 1 {
-            let abort = self.in_flight.spawn(run::run_group(members));
-            self.running.insert(
-                abort.id(),
-                InFlight {
-                    queue: queue.to_owned(),
-                    leases,
-                    abort,
-                },
-            );
+        if batch {
+            self.start(queue, members, leases, group_holder);
         } else {
             for (member, lease) in members.into_iter().zip(leases) {
-                let abort = self.in_flight.spawn(run::run_group(vec![member]));
-                self.running.insert(
-                    abort.id(),
-                    InFlight {
-                        queue: queue.to_owned(),
-                        leases: vec![lease],
-                        abort,
-                    },
-                );
+                let holder = size.map(|_| self.holder(lease.0.as_bytes()));
+                self.start(queue, vec![member], vec![lease], holder);
             }
         }
-        Ok(taken)
+        Ok(Some(taken))
     }
 
-    fn forget(&mut self, done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+    /// Gives back a place in `queue`'s semaphore. A failure only delays it: the place
+    /// expires by itself.
+    async fn release(&self, queue: &str, holder: Option<Vec<u8>>) {
+        let Some(holder) = holder else {
+            return;
+        };
+        let key = self.tiger.keys().queue_semaphore(queue);
+        let removed = redis::cmd("ZREM")
+            .arg(&key)
+            .arg(&holder)
+            .query_async::<i64>(&mut self.tiger.connection())
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(%queue, %err, "cannot give back a place in the queue's semaphore; it expires by itself");
+        }
+    }
+
+    /// Starts one group in its own Tokio task.
+    fn start(
+        &mut self,
+        queue: &str,
+        members: Vec<(Job, Option<execute::Prepared>)>,
+        leases: Vec<(String, Lease)>,
+        holder: Option<Vec<u8>>,
+    ) {
+        let (stop, stop_rx) = watch::channel(None);
+        let control = Control {
+            stop: stop_rx,
+            stuck: self.stuck.clone(),
+            grace: self.grace,
+            executor: self.executor,
+        };
+        let handle = self.in_flight.spawn(run::run_group(members, control));
+        self.running.insert(
+            handle.id(),
+            InFlight {
+                queue: queue.to_owned(),
+                leases,
+                stop,
+                holder,
+            },
+        );
+    }
+
+    /// A group ended: forgets it and gives back its semaphore place.
+    async fn forget(
+        &mut self,
+        done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) {
         let id = match done {
             Ok((id, ())) => id,
             Err(err) => {
@@ -437,7 +713,9 @@ impl Loop {
                 err.id()
             }
         };
-        self.running.remove(&id);
+        if let Some(ended) = self.running.remove(&id) {
+            self.release(&ended.queue, ended.holder).await;
+        }
     }
 
     /// Refreshes the active score of every task in flight, so no worker takes them for
@@ -463,14 +741,23 @@ impl Loop {
         if claims.is_empty() {
             return;
         }
-        match scripts::heartbeat(&self.tiger, &claims, now).await {
+        let places: Vec<(String, &[u8])> = self
+            .running
+            .values()
+            .filter_map(|running| {
+                let holder = running.holder.as_deref()?;
+                Some((keys.queue_semaphore(&running.queue), holder))
+            })
+            .collect();
+        let expires = now + self.tiger.config().active_task_update_timeout.as_secs_f64();
+        match scripts::heartbeat(&self.tiger, &claims, &places, now, expires).await {
             Ok(flags) => {
                 for (((_, id, _), running), kept) in claims.iter().zip(owners).zip(flags) {
                     if !kept {
                         // Recovered (and perhaps running elsewhere): stop our copy so it
                         // does no more work. A plain fn's thread cannot be stopped.
                         tracing::warn!(task_id = id, queue = %running.queue, "task is no longer this worker's (recovered after its heartbeat lapsed); cancelling this run");
-                        running.abort.abort();
+                        running.stop.send_replace(Some(run::Halt::Lost));
                     }
                 }
             }

@@ -167,7 +167,7 @@ async fn settle_lost(tiger: &Tiger, registry: &Registry, queue: &str, id: &str, 
     )
     .await;
     let what = match verdict {
-        Verdict::Retry(_) => "recovered a lost task; it will run again",
+        Verdict::Retry(_) | Verdict::Requeue => "recovered a lost task; it will run again",
         Verdict::Error => "recovered a lost task; moved to the error state",
         Verdict::Drop => "recovered a lost task; dropped as it asked",
     };

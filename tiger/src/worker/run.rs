@@ -6,12 +6,18 @@
 //! the same record, and each then retries or errors by its own options.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use tokio::sync::watch;
 
 use tracing::Instrument;
 
+use super::Executor;
+use super::child;
 use super::execute::{self, Plan, Prepared, Straggler, Work};
-use super::finish::{self, Finished, RunTimes, Verdict};
+use super::finish::{self, FailureRecord, Finished, RunTimes, Verdict};
 use super::lease::Lease;
 use super::locks::{self, HeldLock};
 use super::periodic;
@@ -19,7 +25,7 @@ use crate::{
     Result, Tiger,
     task::{
         current::{CurrentTask, Scope},
-        outcome::{Outcome, TaskFailure},
+        outcome::{Body, JOB_TIMEOUT, JobTimeout, Outcome, TaskFailure},
     },
     time::now,
 };
@@ -37,8 +43,48 @@ pub(crate) struct Job {
     pub(crate) lease: Lease,
 }
 
+/// Why the worker stops a group in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Halt {
+    /// The shutdown grace period is over (or a second signal came).
+    Shutdown,
+    /// A heartbeat found that another worker holds one of its tasks.
+    Lost,
+}
+
+/// How the worker steers a group in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Control {
+    /// Turns true when the group must stop: at the end of the shutdown grace period, or when
+    /// a heartbeat found that another worker holds one of its tasks. What is still this
+    /// worker's is then handed back (see [`Job::hand_back`]).
+    pub(crate) stop: watch::Receiver<Option<Halt>>,
+    /// Set when the thread of a plain `fn` outlived its hard timeout: the worker should
+    /// restart so the thread does not run on for ever.
+    pub(crate) stuck: Arc<AtomicBool>,
+    /// The shutdown grace period, for the record of an interrupted run.
+    pub(crate) grace: std::time::Duration,
+    /// Where the tasks run.
+    pub(crate) executor: Executor,
+}
+
+impl Control {
+    fn stopped(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+
+    async fn until_stopped(&self) -> Halt {
+        let mut stop = self.stop.clone();
+        // An error means the worker dropped the sender: it never asks to stop then.
+        match stop.wait_for(Option::is_some).await.map(|halt| *halt) {
+            Ok(Some(halt)) => halt,
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 /// Runs what one dequeue took. `None` stands for a task whose body was not found.
-pub(crate) async fn run_group(members: Vec<(Job, Option<Prepared>)>) {
+pub(crate) async fn run_group(members: Vec<(Job, Option<Prepared>)>, control: Control) {
     let mut runs: Vec<Vec<(Job, Plan)>> = Vec::new();
     for (job, prepared) in members {
         match prepared {
@@ -53,12 +99,12 @@ pub(crate) async fn run_group(members: Vec<(Job, Option<Prepared>)>) {
         }
     }
     for group in runs {
-        run_function(group).await;
+        run_function(group, &control).await;
     }
 }
 
 /// Runs the tasks of one function: takes their locks, runs them, settles each.
-async fn run_function(group: Vec<(Job, Plan)>) {
+async fn run_function(group: Vec<(Job, Plan)>, control: &Control) {
     let tiger = group[0].0.tiger.clone();
     let queue = group[0].0.queue.clone();
     let mut held: Vec<HeldLock> = Vec::new();
@@ -97,18 +143,66 @@ async fn run_function(group: Vec<(Job, Plan)>) {
                 }
             }
         }
+        if control.stopped() {
+            // Stopping before the run began: the tasks go back as they were.
+            for (job, plan) in ready {
+                job.hand_back(plan.unique).await;
+            }
+            locks::release_all(held, &tiger).await;
+            return;
+        }
         let mut stragglers = Vec::new();
-        let outcome =
-            locks::hold_during(&held, &tiger, execute_all(&mut ready, &mut stragglers)).await;
+        let in_child = (control.executor == Executor::Process).then(|| child::prepare(&ready));
+        // A plain fn's thread cannot be stopped: if the run is cut short, it runs on.
+        let threads = in_child.is_none()
+            && ready
+                .iter()
+                .any(|(_, plan)| matches!(plan.work, Some(Work::Body(Body::Blocking(_)))));
+        let work = async {
+            match in_child {
+                Some(group) => child::run(group).await,
+                None => Ending::Ran(execute_all(&mut ready, &mut stragglers).await),
+            }
+        };
+        let run = locks::hold_during(&held, &tiger, work);
+        let (ending, interrupted) = tokio::select! {
+            ending = run => match ending {
+                Some(ending) => (ending, false),
+                None => (Ending::Ran(Err(interrupted(LOCK_LOST))), true),
+            },
+            halt = control.until_stopped() => {
+                (Ending::Ran(Err(interrupted(&halted(halt, control)))), true)
+            }
+        };
         let ended = now();
-        for (job, plan) in ready {
-            job.settle(&outcome, plan, ended).await;
+        for (i, (job, plan)) in ready.into_iter().enumerate() {
+            match &ending {
+                Ending::Ran(outcome) => job.settle(outcome, plan, ended, interrupted).await,
+                Ending::Reported(Ok(())) => job.settle(&Ok(()), plan, ended, false).await,
+                Ending::Reported(Err((record, verdicts))) => {
+                    let verdict = verdicts.get(i).copied().unwrap_or(Verdict::Error);
+                    job.settle_reported(record, verdict, plan, ended).await;
+                }
+            }
+        }
+        if interrupted && threads {
+            // The thread goes on beside a run that may start elsewhere: keep its locks (they
+            // lapse by themselves) and restart the worker to end it.
+            tracing::warn!(%queue, "a plain fn task was cut short but its thread runs on; its locks are kept until they lapse, and the worker restarts");
+            control.stuck.store(true, Ordering::Relaxed);
+            drop(held);
+            return;
+        }
+        if !stragglers.is_empty() {
+            control.stuck.store(true, Ordering::Relaxed);
         }
         if !stragglers.is_empty() && !held.is_empty() {
             // A plain fn past its hard timeout still runs: its locks stay held (and renewed)
             // until it returns, so no twin can start beside it.
             tokio::spawn(async move {
-                locks::hold_during(&held, &tiger, futures_util::future::join_all(stragglers)).await;
+                let _ =
+                    locks::hold_during(&held, &tiger, futures_util::future::join_all(stragglers))
+                        .await;
                 locks::release_all(held, &tiger).await;
             });
             return;
@@ -117,8 +211,19 @@ async fn run_function(group: Vec<(Job, Plan)>) {
     locks::release_all(held, &tiger).await;
 }
 
+/// How the run of a group ended.
+pub(crate) enum Ending {
+    /// Run here (or stopped, or its child process died): the parent decides each verdict.
+    Ran(Outcome),
+    /// Reported by the child process that ran it, with the verdict of each task.
+    Reported(std::result::Result<(), (FailureRecord, Vec<Verdict>)>),
+}
+
 /// Runs the tasks: one call for a batch function, else one after another until one fails.
-async fn execute_all(ready: &mut [(Job, Plan)], stragglers: &mut Vec<Straggler>) -> Outcome {
+pub(crate) async fn execute_all(
+    ready: &mut [(Job, Plan)],
+    stragglers: &mut Vec<Straggler>,
+) -> Outcome {
     // A batch task's work is always its decoded item (see `execute::prepare`).
     if let Some(batch) = ready[0].1.entry.batch {
         let items = ready
@@ -162,6 +267,34 @@ async fn execute_all(ready: &mut [(Job, Plan)], stragglers: &mut Vec<Straggler>)
     Ok(())
 }
 
+/// The failure of a run the worker stopped, saying why: a [`JobTimeout`], so that a task
+/// that retries on timeouts is handed back to its queue. (When another worker holds the
+/// task, the fenced write of this failure changes nothing.)
+fn interrupted(why: &str) -> TaskFailure {
+    TaskFailure {
+        exception_name: JOB_TIMEOUT.to_owned(),
+        traceback: format!(
+            "JobTimeoutException: the worker stopped before the task finished: {why}; the run \
+             was cancelled and its outcome is unknown"
+        ),
+        error: Some(Box::new(JobTimeout { seconds: 0.0 })),
+    }
+}
+
+/// Why the worker stopped a run.
+fn halted(halt: Halt, control: &Control) -> String {
+    match halt {
+        Halt::Shutdown => format!(
+            "its shutdown grace period of {} s ran out",
+            control.grace.as_secs_f64()
+        ),
+        Halt::Lost => "another worker recovered the task after its heartbeat lapsed".to_owned(),
+    }
+}
+
+/// Why a run stopped when its task lock was found lost.
+const LOCK_LOST: &str = "its task lock expired or was taken by another worker";
+
 /// Logs the start and the end of a run with its duration.
 async fn timed(run: impl std::future::Future<Output = Outcome>) -> Outcome {
     tracing::info!("task started");
@@ -201,52 +334,87 @@ impl Job {
     }
 
     /// Records the outcome of a run for this task: removed on success; on failure retried,
-    /// kept in error or dropped, by its own options.
-    async fn settle(self, outcome: &Outcome, plan: Plan, ended: f64) {
-        let task = self.finished(plan.unique);
-        let written = match outcome {
-            Ok(()) => finish::succeed(&self.tiger, task).await,
-            Err(failure) => {
-                let n = self.failures.saturating_add(1);
-                let verdict = finish::verdict(
-                    &plan.retry,
-                    plan.spec,
-                    failure,
-                    n,
-                    self.tiger.config().default_retry_method,
-                );
-                let (id, queue, exception, error) = (
-                    &self.id,
-                    &self.queue,
-                    &failure.exception_name,
-                    failure.summary(),
-                );
-                match verdict {
-                    Verdict::Retry(delay) => {
-                        tracing::warn!(task_id = %id, %queue, exception, error, retry = n, retry_in_s = delay, "task failed; will retry")
-                    }
-                    Verdict::Error => {
-                        tracing::error!(task_id = %id, %queue, exception, error, "task failed")
-                    }
-                    Verdict::Drop => {
-                        tracing::warn!(task_id = %id, %queue, exception, error, "task failed and is out of retries; dropped as it asked")
-                    }
-                }
-                let times = RunTimes {
-                    started: self.started,
-                    failed: ended,
-                };
-                finish::fail(
-                    &self.tiger,
-                    task,
-                    times,
-                    failure,
-                    verdict,
-                    plan.keep_records,
-                )
-                .await
+    /// kept in error or dropped, by its own options. A run `interrupted` by the worker
+    /// that would retry goes straight back to its queue instead of waiting out the retry
+    /// delay.
+    async fn settle(self, outcome: &Outcome, plan: Plan, ended: f64, interrupted: bool) {
+        match outcome {
+            Ok(()) => {
+                let written = finish::succeed(&self.tiger, self.finished(plan.unique)).await;
+                self.report(written);
             }
+            Err(failure) => {
+                let verdict = match self.verdict(failure, &plan) {
+                    Verdict::Retry(_) if interrupted => Verdict::Requeue,
+                    verdict => verdict,
+                };
+                let record = FailureRecord::of(failure);
+                self.settle_reported(&record, verdict, plan, ended).await;
+            }
+        }
+    }
+
+    /// What a failure of this run means for the task, by its own options.
+    pub(crate) fn verdict(&self, failure: &TaskFailure, plan: &Plan) -> Verdict {
+        finish::verdict(
+            &plan.retry,
+            plan.spec,
+            failure,
+            self.failures.saturating_add(1),
+            self.tiger.config().default_retry_method,
+        )
+    }
+
+    /// Records a failed run described by `failure` and applies `verdict`.
+    async fn settle_reported(
+        self,
+        failure: &FailureRecord,
+        verdict: Verdict,
+        plan: Plan,
+        ended: f64,
+    ) {
+        let n = self.failures.saturating_add(1);
+        let (id, queue, exception, error) = (
+            &self.id,
+            &self.queue,
+            &failure.exception_name,
+            failure.traceback.lines().next().unwrap_or_default(),
+        );
+        match verdict {
+            Verdict::Retry(delay) => {
+                tracing::warn!(task_id = %id, %queue, exception, error, retry = n, retry_in_s = delay, "task failed; will retry")
+            }
+            Verdict::Requeue => {
+                tracing::warn!(task_id = %id, %queue, exception, error, retry = n, "task interrupted before it finished; handed back to its queue")
+            }
+            Verdict::Error => {
+                tracing::error!(task_id = %id, %queue, exception, error, "task failed")
+            }
+            Verdict::Drop => {
+                tracing::warn!(task_id = %id, %queue, exception, error, "task failed and is out of retries; dropped as it asked")
+            }
+        }
+        let times = RunTimes {
+            started: self.started,
+            failed: ended,
         };
+        let written = finish::fail_recorded(
+            &self.tiger,
+            self.finished(plan.unique),
+            times,
+            failure,
+            verdict,
+            plan.keep_records,
+        )
+        .await;
+        self.report(written);
+    }
+
+    /// Puts a task that did not start back in its queue (at its dequeue time, so it keeps
+    /// its place), without a record: the worker is stopping.
+    async fn hand_back(&self, unique: bool) {
+        tracing::info!(task_id = %self.id, queue = %self.queue, "handing back a task that did not start");
+        let written = finish::requeue(&self.tiger, self.finished(unique), self.started).await;
         self.report(written);
     }
 
