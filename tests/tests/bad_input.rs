@@ -21,6 +21,22 @@ fn id(n: u8) -> String {
     format!("{n:064x}")
 }
 
+/// Enqueues a `note` labelled `label` on `queue`: a good task beside the bad ones.
+async fn note_on(fx: &Fixture, queue: &str, token: &str, label: &str) {
+    note::delay(token.to_owned(), label.to_owned())
+        .queue(queue)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+}
+
+/// Asserts that the good tasks labelled `before` and `after` both ran.
+fn assert_neighbours_ran(token: &str) {
+    let mut ran = take::<String>(token);
+    ran.sort();
+    assert_eq!(ran, ["after", "before"]);
+}
+
 #[tokio::test]
 async fn a_body_that_is_not_utf8_errors_alone() {
     let fx = Fixture::new().await;
@@ -36,17 +52,10 @@ async fn a_body_that_is_not_utf8_errors_alone() {
     raw(&fx, &[b"SET", key.as_bytes(), &body]).await;
     fx.inject("mixed", &bad, None).await;
     for label in ["before", "after"] {
-        note::delay(token.clone(), label.into())
-            .queue("mixed")
-            .on(&fx.tiger)
-            .await
-            .unwrap();
+        note_on(&fx, "mixed", &token, label).await;
     }
     fx.drain().await;
-
-    let mut ran = take::<String>(&token);
-    ran.sort();
-    assert_eq!(ran, ["after", "before"]);
+    assert_neighbours_ran(&token);
     let record = &fx.executions(&bad).await[0];
     assert_eq!(record["exception_name"], worker::MALFORMED_TASK);
     assert!(
@@ -337,11 +346,7 @@ async fn python_nan_literals_error_with_a_clear_reason() {
     let token = token();
     let literals = ["NaN", "Infinity", "-Infinity"];
     let ids: Vec<String> = (10..13).map(id).collect();
-    note::delay(token.clone(), "before".into())
-        .queue("py")
-        .on(&fx.tiger)
-        .await
-        .unwrap();
+    note_on(&fx, "py", &token, "before").await;
     for (bad, literal) in ids.iter().zip(literals) {
         let body = format!(
             r#"{{"id": "{bad}", "func": "{}", "args": ["{token}", {literal}], "time_last_queued": 1.5}}"#,
@@ -349,16 +354,9 @@ async fn python_nan_literals_error_with_a_clear_reason() {
         );
         fx.inject("py", bad, Some(&body)).await;
     }
-    note::delay(token.clone(), "after".into())
-        .queue("py")
-        .on(&fx.tiger)
-        .await
-        .unwrap();
+    note_on(&fx, "py", &token, "after").await;
     fx.drain().await;
-
-    let mut ran = take::<String>(&token);
-    ran.sort();
-    assert_eq!(ran, ["after", "before"]);
+    assert_neighbours_ran(&token);
     for (bad, literal) in ids.iter().zip(literals) {
         let records = fx.executions(bad).await;
         assert_eq!(records.len(), 1, "one record for {literal}");

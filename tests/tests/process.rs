@@ -57,8 +57,13 @@ fn log_text(log: &std::path::Path) -> String {
 
 /// SIGTERMs `worker` and asserts that it exits 0 within 10 s.
 async fn stop_gracefully(worker: &mut Child, log: &std::path::Path) {
+    stop_gracefully_within(worker, log, Duration::from_secs(10)).await;
+}
+
+/// SIGTERMs `worker` and asserts that it exits 0 within `limit`.
+async fn stop_gracefully_within(worker: &mut Child, log: &std::path::Path, limit: Duration) {
     signal(worker, "TERM");
-    let status = wait_for_exit(worker, Duration::from_secs(10)).await;
+    let status = wait_for_exit(worker, limit).await;
     assert!(
         status.success(),
         "exit status {status}; log:\n{}",
@@ -809,4 +814,54 @@ async fn soak_kill_loop_loses_nothing_and_runs_at_most_once_tasks_at_most_once()
         ))
         .assert(&fx.tiger)
         .await;
+}
+
+#[tokio::test]
+async fn sigterm_while_redis_is_down_exits_and_the_task_is_recovered_later() {
+    let keys_under = |tiger: &tiger::Tiger| {
+        let (tiger, pattern) = (tiger.clone(), format!("{}:*", tiger.keys().prefix()));
+        async move {
+            redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async::<Vec<String>>(&mut tiger.connection())
+                .await
+                .map_or(usize::MAX, |keys| {
+                    keys.iter().filter(|k| !k.contains(":lockv2:")).count()
+                })
+        }
+    };
+    let (data, dir) = (TempDir::new(), TempDir::new());
+    let mut server = tiger::testing::RedisServer::start_persistent(&data.0).unwrap();
+    let url = server.url();
+    let config = tiger::Config {
+        redis_prefix: tiger::testing::unique_prefix(),
+        ..tiger::testing::test_config()
+    };
+    let prefix = config.redis_prefix.clone();
+    let tiger = tiger::Tiger::connect_with(&url, config).await.unwrap();
+    file_gate_retried::delay(dir.0.to_string_lossy().into_owned(), 1)
+        .on(&tiger)
+        .await
+        .unwrap();
+    let log = dir.path("worker.log");
+    let flags = ["--prefix", &prefix, "--grace-period", "1"];
+    let mut worker = spawn_binary(&[("REDIS_URL", &url)], &flags, &log);
+    wait_until(Duration::from_secs(20), "the task to start", || async {
+        dir.path("started-1").exists()
+    })
+    .await;
+    server.kill();
+    stop_gracefully_within(&mut worker, &log, Duration::from_secs(30)).await;
+    // The hand-back could not reach Redis: the task is still active there, and is
+    // recovered once Redis is back.
+    server.start_again().unwrap();
+    std::fs::write(dir.path("release"), b"").unwrap();
+    let rescuer = spawn_worker(tiger::Worker::new(tiger.clone()));
+    wait_until(
+        Duration::from_secs(20),
+        "the task to run to the end",
+        || async { dir.path("finished-1").exists() && keys_under(&tiger).await == 0 },
+    )
+    .await;
+    rescuer.stop().await;
 }

@@ -98,8 +98,20 @@ impl RedisServer {
     /// drop and must reconnect. What it keeps depends on how it was started (see
     /// [`start_persistent`](RedisServer::start_persistent)).
     pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.start_again()
+    }
+
+    /// Kills the server with SIGKILL and waits until it is gone: Redis is down until
+    /// [`start_again`](RedisServer::start_again).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a [killed](RedisServer::kill) server again on its port with its settings;
+    /// returns once it answers `PING`.
+    pub fn start_again(&mut self) -> Result<()> {
         let port = self.port;
         let deadline = Instant::now() + START_TIMEOUT;
         // The port is free again once the old process is reaped; a new bind may still race

@@ -209,8 +209,9 @@ fn died(status: std::process::ExitStatus) -> String {
     )
 }
 
-/// In a child process of the process executor (see [`CHILD_ENV`]): runs the tasks the
-/// worker sent on stdin, reports on stdout and exits; otherwise returns at once.
+/// In a child process of the process executor (started with `TIGER_EXECUTOR_CHILD=1` in its
+/// environment): runs the tasks the worker sent on stdin, reports on stdout and exits;
+/// otherwise returns at once.
 ///
 /// [`run_worker`](crate::run_worker) calls this first thing. A program that runs
 /// [`Worker`](crate::Worker) itself with [`Executor::Process`](crate::Executor::Process)

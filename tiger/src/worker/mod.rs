@@ -291,8 +291,12 @@ impl Worker {
                 .unwrap_or_else(|| config.exclude_queues.clone()),
         };
         execute::install_panic_hook();
-        periodic::queue_missing(&self.tiger, &registry, &filter).await?;
-        let queues = filter.queued(&self.tiger).await?;
+        // A connection that dropped since the handle was made fails its first command.
+        retrying("queue periodic tasks", || {
+            periodic::queue_missing(&self.tiger, &registry, &filter)
+        })
+        .await?;
+        let queues = retrying("read the queue set", || filter.queued(&self.tiger)).await?;
         tracing::debug!(names = ?registry.names(), "registered tasks");
         tracing::info!(
             tasks = registry.len(),
