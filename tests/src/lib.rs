@@ -797,3 +797,21 @@ pub async fn soak_retried(n: u32, ms: u64) -> tiger::Result<()> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     soak_done(n).await
 }
+
+/// Prints a partial line (no newline) and succeeds.
+#[tiger::task(queue = "spin")]
+pub fn print_partial() {
+    use std::io::Write;
+    print!("progress: 50%");
+    let _ = std::io::stdout().flush();
+}
+
+/// Starts `sleep 5`, which keeps the task's stdout and stderr open, and succeeds at once.
+#[tiger::task(queue = "spin", hard_timeout = 2.0)]
+pub fn leave_a_sleeper() -> Result<(), String> {
+    std::process::Command::new("sleep")
+        .arg("5")
+        .spawn()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}

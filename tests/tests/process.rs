@@ -865,3 +865,148 @@ async fn sigterm_while_redis_is_down_exits_and_the_task_is_recovered_later() {
     .await;
     rescuer.stop().await;
 }
+
+#[tokio::test]
+async fn a_childs_output_and_its_own_children_do_not_change_its_outcome() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    print_partial::delay().on(&fx.tiger).await.unwrap();
+    leave_a_sleeper::delay().on(&fx.tiger).await.unwrap();
+    let clock = std::time::Instant::now();
+    let flags = ["-q", "spin", "-c", "2", "--executor", "process"];
+    let mut worker = start_worker(&fx, &log, &flags);
+    wait_until(Duration::from_secs(20), "both to succeed", || async {
+        fx.keys().await.is_empty()
+    })
+    .await;
+    // Not held up until the sleeper (5 s) lets go of the output it inherited.
+    assert!(
+        clock.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        clock.elapsed()
+    );
+    stop_gracefully(&mut worker, &log).await;
+}
+
+#[tokio::test]
+async fn a_child_stops_when_its_worker_is_killed() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    pid_gate::delay(dir.0.to_string_lossy().into_owned())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let mut worker = start_worker(&fx, &log, &["-q", "pid", "--executor", "process"]);
+    let child = {
+        let started = || {
+            std::fs::read_dir(&dir.0)
+                .unwrap()
+                .filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_prefix("started-")?
+                        .parse::<u32>()
+                        .ok()
+                })
+                .next()
+        };
+        wait_until(
+            Duration::from_secs(20),
+            "the task to start in a child",
+            || async { started().is_some() },
+        )
+        .await;
+        started().unwrap()
+    };
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the orphaned child to stop",
+        || async {
+            !std::path::Path::new(&format!("/proc/{child}")).exists()
+                || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .is_ok_and(|stat| stat.contains(") Z "))
+        },
+    )
+    .await;
+    assert!(!dir.path(&format!("finished-{child}")).exists());
+}
+
+#[tokio::test]
+async fn a_signal_during_an_exit_after_wind_down_ends_the_process() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    file_gate::delay(dir.0.to_string_lossy().into_owned(), 1)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    // The task runs past the --exit-after time (0.6 s): the worker waits for it to restart.
+    let mut worker = start_worker(&fx, &log, &["--exit-after", "0.01", "--grace-period", "1"]);
+    wait_until(Duration::from_secs(20), "the wind-down", || async {
+        log_text(&log).contains("the --exit-after time has passed")
+    })
+    .await;
+    stop_gracefully(&mut worker, &log).await;
+    assert_eq!(starts(&log), 1, "no restart after the signal");
+    assert!(!log_text(&log).contains("restarting the worker process"));
+}
+
+#[tokio::test]
+async fn a_signal_to_the_whole_process_group_leaves_the_children_their_grace_period() {
+    use std::os::unix::process::CommandExt;
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    file_gate::delay(dir.0.to_string_lossy().into_owned(), 1)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    // As a terminal's Ctrl-C or systemd's default stop: the signal goes to the group.
+    let mut worker = Command::new(WORKER)
+        .args([
+            "--prefix",
+            fx.tiger.keys().prefix(),
+            "--executor",
+            "process",
+        ])
+        .env("REDIS_URL", fx.redis.url())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the task to start", || async {
+        dir.path("started-1").exists()
+    })
+    .await;
+    let group = format!("-{}", worker.id());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until(Duration::from_secs(10), "the shutdown to begin", || async {
+        log_text(&log).contains("shutting down")
+    })
+    .await;
+    std::fs::write(dir.path("release"), b"").unwrap();
+    let status = wait_for_exit(&mut worker, Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        log_text(&log)
+    );
+    assert!(
+        dir.path("finished-1").exists(),
+        "the task finished in its grace period"
+    );
+    fx.assert_keys([]).await;
+}

@@ -57,12 +57,12 @@ pub struct WorkerArgs {
 
     /// After SIGTERM/SIGINT, how many seconds tasks in flight may go on before they are
     /// handed back. A second signal hands them back at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = Worker::DEFAULT_GRACE_PERIOD.as_secs_f64(), value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value_t = Worker::DEFAULT_GRACE_PERIOD.as_secs_f64(), value_parser = parse_seconds, allow_negative_numbers = true)]
     pub grace_period: f64,
 
     /// Restart the worker process after this many minutes (finishing or handing back the
     /// tasks in flight first), as TaskTiger's --exit-after.
-    #[arg(long, value_name = "MINUTES", value_parser = parse_seconds)]
+    #[arg(long, value_name = "MINUTES", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub exit_after: Option<f64>,
 }
 

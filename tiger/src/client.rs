@@ -67,7 +67,9 @@ impl Tiger {
             target: redact(url),
             source,
         };
-        let client = redis::Client::open(url).map_err(connect_error)?;
+        let client = redis::Client::open(url).map_err(|err| {
+            Error::Config(format!("`{}` is not a valid Redis URL: {err}", redact(url)))
+        })?;
         // Each command that finds the connection broken reconnects with a few quick tries
         // (0.1 s, 0.2 s, 0.4 s apart) and then fails, so callers hear of an outage promptly;
         // the next command tries again.

@@ -5,22 +5,24 @@
 --
 -- KEYS: the active zset of each task, in order, then the semaphore zset of each place
 -- ARGV: 1 now, 2 how many tasks (n), then for each task: its id, the lowest and the highest
---       score this worker wrote; then for each place: its holder name and its new expiry
+--       score this worker wrote, and the score to write; then for each place: its holder
+--       name and its new expiry
 -- Returns one flag per task: 1 refreshed, 0 no longer this worker's.
 local now = ARGV[1]
 local n = tonumber(ARGV[2])
 local flags = {}
 for i = 1, n do
-  local id = ARGV[3 * i]
+  local at = 4 * i - 1
+  local id = ARGV[at]
   local score = tonumber(redis.call('ZSCORE', KEYS[i], id))
-  if score and score >= tonumber(ARGV[3 * i + 1]) and score <= tonumber(ARGV[3 * i + 2]) then
-    redis.call('ZADD', KEYS[i], 'XX', now, id)
+  if score and score >= tonumber(ARGV[at + 1]) and score <= tonumber(ARGV[at + 2]) then
+    redis.call('ZADD', KEYS[i], 'XX', ARGV[at + 3], id)
     flags[i] = 1
   else
     flags[i] = 0
   end
 end
-local at = 3 * n + 3
+local at = 4 * n + 3
 for i = n + 1, #KEYS do
   local expires = tonumber(ARGV[at + 1])
   if redis.call('ZADD', KEYS[i], 'XX', 'CH', expires, ARGV[at]) == 1 then

@@ -45,21 +45,21 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
 /// heartbeat (one in flight included).
 pub(crate) type Claim = (f64, f64);
 
-/// Refreshes the heartbeat of `(active zset, id, range of scores this worker wrote)` tasks
-/// to `now` where the score is still in that range, and renews the `(semaphore zset,
+/// Refreshes the heartbeat of `(active zset, id, range of scores this worker wrote, new
+/// score)` tasks where the score is still in that range, and renews the `(semaphore zset,
 /// holder)` places still held to expire at `expires`; returns, per task, whether it was
 /// still this worker's.
 pub(crate) async fn heartbeat(
     tiger: &Tiger,
-    tasks: &[(String, &str, Claim)],
+    tasks: &[(String, &str, Claim, f64)],
     places: &[(String, &[u8])],
     now: f64,
     expires: f64,
 ) -> Result<Vec<bool>> {
     let mut call = HEARTBEAT.prepare_invoke();
     call.arg(now).arg(tasks.len());
-    for (key, id, (first, latest)) in tasks {
-        call.key(key).arg(*id).arg(*first).arg(*latest);
+    for (key, id, (first, latest), score) in tasks {
+        call.key(key).arg(*id).arg(*first).arg(*latest).arg(*score);
     }
     for (key, holder) in places {
         call.key(key).arg(*holder).arg(expires);

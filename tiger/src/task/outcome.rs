@@ -104,7 +104,7 @@ impl<T, E: Into<BoxError>> TaskReturn for Result<T, E> {
 /// name, `tasktiger.exceptions:JobTimeoutException`, so `retry_on = [tiger::JobTimeout]`
 /// and Python's `retry_on=[JobTimeoutException]` mean the same.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the task ran longer than its hard timeout of {seconds} s and was stopped")]
+#[error("the task ran longer than its hard timeout of {seconds} s")]
 pub struct JobTimeout {
     /// The limit, in seconds.
     pub seconds: f64,

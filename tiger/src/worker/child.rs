@@ -1,19 +1,22 @@
 //! The process executor ([`Executor::Process`](super::Executor::Process)): each group of
 //! tasks runs in a child process, a fresh run of the worker's own program that decodes the
-//! tasks again, runs them and reports how the run ended on its stdout. The worker keeps
-//! everything else: heartbeats, locks and semaphore places, and the writes to Redis.
+//! tasks again, runs them and reports how the run ended. The worker keeps everything else:
+//! heartbeats, locks and semaphore places, and the writes to Redis.
 //!
 //! What the process boundary buys: a child that runs past its hard timeout (plus
-//! [`KILL_GRACE`]) is killed with SIGKILL, whatever it is doing — a plain `fn` blocked in a
-//! system call, a loop that never awaits — and one that aborts, segfaults or is killed by the
-//! kernel for want of memory fails only its own tasks, each with a record that says so.
+//! [`KILL_GRACE`]) is killed with SIGKILL, with every process it started (it leads its own
+//! process group), whatever it is doing — a plain `fn` blocked in a system call, a loop that
+//! never awaits — and one that aborts, segfaults or is killed by the kernel for want of
+//! memory fails only its own tasks, each with a record that says so.
 //!
-//! The protocol: the worker starts the child with [`CHILD_ENV`] set and writes one JSON
-//! [`Request`] to its stdin; the child answers with one line on stdout that starts with
-//! [`REPORT_MARK`], followed by the JSON [`Report`]. Anything else the task prints on stdout
-//! is passed through to the worker's stdout.
+//! The protocol: the worker starts the child with [`CHILD_ENV`] set and writes one line of
+//! JSON ([`Request`]) to its stdin, which it then keeps open; the child writes its [`Report`]
+//! as JSON to the file the request names and exits. The task's own stdout and stderr are the
+//! worker's. A child whose stdin reaches its end has lost its worker (killed, say) and
+//! exits at once, so no run outlives the worker that would record it.
 
-use std::io::Write;
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,11 +24,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::execute::{self, Plan, Prepared};
-use super::finish::{FailureRecord, Verdict};
+use super::finish::{self, FailureRecord, Verdict};
 use super::lease::Lease;
 use super::run::{self, Ending, Job};
 use crate::{
-    Config, Tiger,
+    Config, TaskId, Tiger,
+    client::retrying,
     task::{
         outcome::{JOB_TIMEOUT, JobTimeout, TaskFailure},
         registry::Registry,
@@ -34,9 +38,6 @@ use crate::{
 
 /// Set (to `1`) in the environment of a child process: run the tasks on stdin, not a worker.
 pub(crate) const CHILD_ENV: &str = "TIGER_EXECUTOR_CHILD";
-
-/// Starts the child's report line on stdout.
-const REPORT_MARK: &str = "\u{1e}tiger-report ";
 
 /// How long past the group's hard timeout the child may take to wind up before it is
 /// killed. Inside the child an `async fn` is cancelled at the limit itself; the kill is for
@@ -50,6 +51,8 @@ pub const CHILD_DIED: &str = "tiger:ChildProcessDied";
 /// What the worker sends its child.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
+    /// Where the child writes its report.
+    report: PathBuf,
     redis_url: String,
     prefix: String,
     queue: String,
@@ -85,7 +88,9 @@ pub(crate) fn prepare(ready: &[(Job, Plan)]) -> ChildRun {
     } else {
         limits.sum()
     };
+    let report = std::env::temp_dir().join(format!("tiger-report-{}.json", TaskId::random()));
     let request = Request {
+        report,
         redis_url: first.tiger.url().to_owned(),
         prefix: first.tiger.keys().prefix().to_owned(),
         queue: first.queue.clone(),
@@ -121,47 +126,64 @@ async fn spawn_and_wait(
 ) -> std::result::Result<Option<Report>, String> {
     let program = std::env::current_exe()
         .map_err(|err| format!("cannot find the worker's program to start a child: {err}"))?;
-    let mut child = tokio::process::Command::new(&program)
+    let mut command = tokio::process::Command::new(&program);
+    command
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| {
-            format!(
-                "cannot start a child process ({}): {err}",
-                program.display()
-            )
-        })?;
-    let input = serde_json::to_vec(request).map_err(|err| err.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
+        .kill_on_drop(true);
+    // Its own process group, so that a kill reaches what the task started, and a Ctrl-C
+    // meant for the worker does not reach the task (the worker hands it back instead).
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command.spawn().map_err(|err| {
+        format!(
+            "cannot start a child process ({}): {err}",
+            program.display()
+        )
+    })?;
+    // Until the child is reaped: a cancelled or timed-out run kills its whole group.
+    let mut group = Group {
+        leader: child.id(),
+        report: &request.report,
+    };
+    let mut input = serde_json::to_vec(request).map_err(|err| err.to_string())?;
+    input.push(b'\n');
+    // Kept open while the child runs: its end tells the child that the worker is gone.
+    let mut stdin = child.stdin.take();
+    if let Some(pipe) = stdin.as_mut() {
         // A child that dies before reading everything shows up in its exit status below.
-        let _ = stdin.write_all(&input).await;
+        let _ = pipe.write_all(&input).await;
+        let _ = pipe.flush().await;
     }
-    // Dropping the wait at the deadline drops the child, which kills it (SIGKILL).
-    let Ok(waited) = tokio::time::timeout(deadline, child.wait_with_output()).await else {
+    let Ok(waited) = tokio::time::timeout(deadline, child.wait()).await else {
         return Ok(None);
     };
-    let output = waited.map_err(|err| format!("cannot wait for the child process: {err}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let mut report = None;
-    let mut passed = String::new();
-    for line in stdout.split_inclusive('\n') {
-        match line.strip_prefix(REPORT_MARK) {
-            Some(json) => report = Some(json.trim_end().to_owned()),
-            None => passed.push_str(line),
+    group.leader = None;
+    drop(stdin);
+    let status = waited.map_err(|err| format!("cannot wait for the child process: {err}"))?;
+    match std::fs::read(&request.report) {
+        Ok(json) => serde_json::from_slice::<Report>(&json)
+            .map(Some)
+            .map_err(|err| format!("the child process wrote a report that cannot be read: {err}")),
+        Err(_) => Err(died(status)),
+    }
+}
+
+/// A child's process group while it runs, and its report file: dropped early (the run was
+/// cancelled or timed out), it kills the group; dropped at all, it removes the file.
+struct Group<'a> {
+    leader: Option<u32>,
+    report: &'a std::path::Path,
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(leader) = self.leader.and_then(|pid| i32::try_from(pid).ok()) {
+            use nix::sys::signal::{Signal, killpg};
+            let _ = killpg(nix::unistd::Pid::from_raw(leader), Signal::SIGKILL);
         }
-    }
-    if !passed.is_empty() {
-        let _ = std::io::stdout().write_all(passed.as_bytes());
-    }
-    match report.map(|json| serde_json::from_str::<Report>(&json)) {
-        Some(Ok(report)) => Ok(Some(report)),
-        Some(Err(err)) => Err(format!(
-            "the child process sent a report that cannot be read: {err}"
-        )),
-        None => Err(died(output.status)),
+        let _ = std::fs::remove_file(self.report);
     }
 }
 
@@ -210,7 +232,7 @@ fn died(status: std::process::ExitStatus) -> String {
 }
 
 /// In a child process of the process executor (started with `TIGER_EXECUTOR_CHILD=1` in its
-/// environment): runs the tasks the worker sent on stdin, reports on stdout and exits;
+/// environment): runs the tasks the worker sent on stdin, writes the report and exits;
 /// otherwise returns at once.
 ///
 /// [`run_worker`](crate::run_worker) calls this first thing. A program that runs
@@ -222,32 +244,41 @@ pub fn serve_executor_child(config: &Config) {
         return;
     }
     crate::cli::init_logging();
-    let report = match read_request() {
-        Ok(request) => serve(config, request),
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    let request = stdin
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str::<Request>(&line).map_err(|e| e.to_string()));
+    let request = match request {
+        Ok(request) => request,
         Err(err) => {
             eprintln!("error: the process executor's child cannot read its tasks: {err}");
             std::process::exit(2);
         }
     };
-    let line = match serde_json::to_string(&report) {
-        Ok(json) => format!("{REPORT_MARK}{json}\n"),
-        Err(err) => {
-            eprintln!("error: cannot encode the report: {err}");
-            std::process::exit(2);
-        }
-    };
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(line.as_bytes())
-        .and_then(|()| stdout.flush());
+    drop(stdin);
+    // The worker holds our stdin open while it waits for us: its end means the worker died.
+    std::thread::spawn(|| {
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+        eprintln!("error: the worker that started this task's process is gone; stopping");
+        std::process::exit(3);
+    });
+    let path = request.report.clone();
+    let report = serve(config, request);
+    let written = serde_json::to_vec(&report)
+        .map_err(|e| e.to_string())
+        .and_then(|json| std::fs::write(&path, json).map_err(|e| e.to_string()));
+    if let Err(err) = written {
+        eprintln!(
+            "error: cannot write the report to {}: {err}",
+            path.display()
+        );
+        std::process::exit(2);
+    }
     // Exit without waiting for the thread of a plain fn past its limit: this ends it.
     std::process::exit(0);
-}
-
-fn read_request() -> std::result::Result<Request, String> {
-    let mut input = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::stdin(), &mut input).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&input).map_err(|e| e.to_string())
 }
 
 /// Runs the requested tasks as the worker would in-process and says how it went.
@@ -259,45 +290,73 @@ fn serve(config: &Config, request: Request) -> Report {
             eprintln!("error: cannot start the Tokio runtime: {err}");
             std::process::exit(2);
         });
+    let config = Config {
+        redis_prefix: request.prefix.clone(),
+        ..config.clone()
+    };
+    let registry = Registry::load().unwrap_or_else(|err| {
+        eprintln!("error: {err}");
+        std::process::exit(2);
+    });
+    execute::install_panic_hook();
+    let n = request.tasks.len();
+    let mut plans = Vec::with_capacity(n);
+    for task in &request.tasks {
+        match execute::prepare(&registry, &config, &task.id, task.body.as_bytes()) {
+            Prepared::Run(plan) => plans.push(plan),
+            // The worker decoded the same body with the same program: not expected.
+            Prepared::Reject { failure, .. } => {
+                return Err((FailureRecord::of(&failure), vec![Verdict::Error; n]));
+            }
+        }
+    }
     let report = runtime.block_on(async {
-        let config = Config {
-            redis_prefix: request.prefix.clone(),
-            ..config.clone()
-        };
-        let tiger = match Tiger::connect_with(&request.redis_url, config).await {
+        // The task's `delay` calls and `current_task()` need the worker's Redis and prefix.
+        let connect = retrying("connect to Redis", || {
+            Tiger::connect_with(&request.redis_url, config.clone())
+        });
+        let tiger = match connect.await {
             Ok(tiger) => tiger,
             Err(err) => {
-                eprintln!("error: the process executor's child cannot reach Redis: {err}");
-                std::process::exit(2);
+                let text = format!(
+                    "the task's child process could not connect to Redis ({err}); the task did \
+                     not run"
+                );
+                let failure = TaskFailure::message(CHILD_DIED, text);
+                let verdicts = request
+                    .tasks
+                    .iter()
+                    .zip(&plans)
+                    .map(|(task, plan)| {
+                        let n = task.failures.saturating_add(1);
+                        finish::verdict(
+                            &plan.retry,
+                            plan.spec,
+                            &failure,
+                            n,
+                            config.default_retry_method,
+                        )
+                    })
+                    .collect();
+                return Err((FailureRecord::of(&failure), verdicts));
             }
         };
-        let registry = Registry::load().unwrap_or_else(|err| {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        });
-        execute::install_panic_hook();
-        let n = request.tasks.len();
-        let mut ready = Vec::with_capacity(n);
-        for task in request.tasks {
-            let prepared =
-                execute::prepare(&registry, tiger.config(), &task.id, task.body.as_bytes());
-            let plan = match prepared {
-                Prepared::Run(plan) => plan,
-                // The worker decoded the same body with the same program: not expected.
-                Prepared::Reject { failure, .. } => {
-                    return Err((FailureRecord::of(&failure), vec![Verdict::Error; n]));
-                }
-            };
-            let job = Job {
-                tiger: tiger.clone(),
-                queue: request.queue.clone(),
-                id: task.id,
-                started: task.started,
-                failures: task.failures,
-                lease: Lease::new(task.started),
-            };
-            ready.push((job, plan));
-        }
+        let mut ready: Vec<(Job, Plan)> = request
+            .tasks
+            .into_iter()
+            .zip(plans)
+            .map(|(task, plan)| {
+                let job = Job {
+                    tiger: tiger.clone(),
+                    queue: request.queue.clone(),
+                    id: task.id,
+                    started: task.started,
+                    failures: task.failures,
+                    lease: Lease::new(task.started),
+                };
+                (job, plan)
+            })
+            .collect();
         let mut stragglers = Vec::new();
         match run::execute_all(&mut ready, &mut stragglers).await {
             Ok(()) => Ok(()),

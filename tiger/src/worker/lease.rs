@@ -40,16 +40,17 @@ impl Lease {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// For a heartbeat about to write `score`: the range to check, or `None` when the task
-    /// is settling and must not be touched.
-    pub(crate) fn renew(&self, score: f64) -> Option<Claim> {
+    /// For a heartbeat at `now`: the range to check and the score to write, or `None` when
+    /// the task is settling and must not be touched. The score never goes below one already
+    /// written, so a wall clock stepped back does not make the worker disown its own task.
+    pub(crate) fn renew(&self, now: f64) -> Option<(Claim, f64)> {
         self.with(|s| {
             if s.settling {
                 return None;
             }
             let claim = (s.first, s.latest);
-            s.latest = s.latest.max(score);
-            Some(claim)
+            s.latest = s.latest.max(now);
+            Some((claim, s.latest))
         })
     }
 
@@ -71,13 +72,18 @@ mod tests {
         let lease = Lease::new(10.0);
         assert_eq!(
             lease.renew(11.0),
-            Some((10.0, 10.0)),
+            Some(((10.0, 10.0), 11.0)),
             "checked against what was written so far"
         );
         assert_eq!(
             lease.renew(12.0),
-            Some((10.0, 11.0)),
+            Some(((10.0, 11.0), 12.0)),
             "a heartbeat in flight counts"
+        );
+        assert_eq!(
+            lease.renew(9.0),
+            Some(((10.0, 12.0), 12.0)),
+            "a clock stepped back writes no lower score"
         );
         assert_eq!(lease.settle(), (10.0, 12.0));
         assert_eq!(

@@ -59,6 +59,10 @@ use run::{Control, Job};
 /// How long the loop backs off after Redis failed a dequeue.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long the groups in flight get to hand their tasks back once told to; what is not
+/// handed back by then stays active in Redis and is recovered later.
+const HAND_BACK_TIME: Duration = Duration::from_secs(5);
+
 type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Where a worker runs its tasks.
@@ -254,9 +258,11 @@ impl Worker {
         self
     }
 
-    /// Stop (as on a shutdown signal) once the worker has run this long, returning
-    /// [`Stopped::ExitAfter`]; [`run_worker`](crate::run_worker) then starts the process
-    /// again. TaskTiger's `--exit-after`: a bound on what a long-lived process can leak.
+    /// Once the worker has run this long, take no more tasks, let those in flight finish
+    /// (however long they take) and return [`Stopped::ExitAfter`];
+    /// [`run_worker`](crate::run_worker) then starts the process again. TaskTiger's
+    /// `--exit-after`: a bound on what a long-lived process can leak. A shutdown signal
+    /// meanwhile turns it into a shutdown.
     pub fn exit_after(mut self, after: Duration) -> Worker {
         self.exit_after = Some(after);
         self
@@ -298,6 +304,12 @@ impl Worker {
         .await?;
         let queues = retrying("read the queue set", || filter.queued(&self.tiger)).await?;
         tracing::debug!(names = ?registry.names(), "registered tasks");
+        if registry.len() == 0 {
+            tracing::warn!(
+                "no #[tiger::task] is linked into this program, so every task it takes will fail as unknown: \
+                 if the tasks live in a library crate, name it in the worker's code (`use my_tasks as _;`)"
+            );
+        }
         tracing::info!(
             tasks = registry.len(),
             queues = ?filter.only,
@@ -398,9 +410,12 @@ impl Loop {
         heartbeat.reset();
         let mut sweep = tokio::time::interval(config.select_timeout.max(Duration::from_millis(10)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Once stopping: why, and when the grace period ends (`None` once handed back).
+        // Once stopping: why. A signal (and only a signal) starts the grace period; once it
+        // is over the groups in flight are stopped and given `HAND_BACK_TIME` to hand back.
         let mut stopping: Option<Stopped> = None;
+        let mut signalled = false;
         let mut grace_ends: Option<tokio::time::Instant> = None;
+        let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut backoff_until: Option<tokio::time::Instant> = None;
         // Due scheduled tasks count as queued work, also for `once`.
         self.run_sweeps().await;
@@ -409,10 +424,9 @@ impl Loop {
         loop {
             if stopping.is_none() && self.stuck.load(Ordering::Relaxed) {
                 tracing::warn!(
-                    "a plain fn task is stuck past its hard timeout: stopping so the process restarts"
+                    "a plain fn task is stuck past its hard timeout: taking no more tasks, restarting once those in flight finish"
                 );
                 stopping = Some(Stopped::StuckThread);
-                grace_ends = Some(tokio::time::Instant::now() + self.grace);
             }
             if stopping.is_none()
                 && backoff_until.is_none_or(|until| until <= tokio::time::Instant::now())
@@ -440,47 +454,68 @@ impl Loop {
             }
             let has_room = self.in_flight.len() < self.concurrency;
             let running = stopping.is_none();
+            let handing_back = give_up_at.is_some();
             tokio::select! {
-                () = &mut shutdown, if running => {
-                    tracing::info!(in_flight = self.in_flight.len(), grace_period = ?self.grace, "shutting down: taking no more tasks, finishing those in flight");
+                () = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    // A signal wins over a planned restart: the process is to end.
                     stopping = Some(Stopped::Shutdown);
-                    grace_ends = Some(tokio::time::Instant::now() + self.grace);
+                    if !handing_back {
+                        tracing::info!(in_flight = self.in_flight.len(), grace_period = ?self.grace, "shutting down: taking no more tasks, finishing those in flight");
+                        grace_ends = Some(tokio::time::Instant::now() + self.grace);
+                    }
                 }
-                () = sleep_until(exit_at), if running => {
-                    tracing::info!(in_flight = self.in_flight.len(), "the --exit-after time has passed: taking no more tasks, finishing those in flight");
-                    stopping = Some(Stopped::ExitAfter);
-                    grace_ends = Some(tokio::time::Instant::now() + self.grace);
-                }
-                () = &mut hand_back, if stopping.is_none() || grace_ends.is_some() => {
-                    stopping.get_or_insert(Stopped::Shutdown);
+                () = &mut hand_back, if !handing_back => {
+                    signalled = true;
+                    stopping = Some(Stopped::Shutdown);
                     grace_ends = None;
-                    self.stop_all("stopping at once");
+                    give_up_at = Some(self.stop_all(run::Halt::Now));
                 }
                 () = sleep_until(grace_ends), if grace_ends.is_some() => {
                     grace_ends = None;
-                    self.stop_all("the shutdown grace period is over");
+                    give_up_at = Some(self.stop_all(run::Halt::Shutdown));
+                }
+                () = sleep_until(give_up_at), if handing_back && !self.in_flight.is_empty() => {
+                    tracing::error!(groups = self.in_flight.len(), "could not hand back every task in time (is Redis answering?); they stay active until recovered");
+                    self.in_flight.abort_all();
+                    give_up_at = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+                () = sleep_until(exit_at), if running => {
+                    tracing::info!(in_flight = self.in_flight.len(), "the --exit-after time has passed: taking no more tasks, restarting once those in flight finish");
+                    stopping = Some(Stopped::ExitAfter);
                 }
                 Some(done) = self.in_flight.join_next_with_id() => self.forget(done).await,
                 () = self.activity.notified(), if running && has_room => {}
                 _ = refresh.tick(), if running => self.refresh_queues().await,
-                _ = heartbeat.tick(), if !self.running.is_empty() => self.heartbeat().await,
+                _ = heartbeat.tick(), if !self.running.is_empty() => {
+                    // Never hold up the loop (and a signal) longer than one period.
+                    if tokio::time::timeout(config.active_task_update_timer, self.heartbeat()).await.is_err() {
+                        tracing::warn!("heartbeat took longer than ACTIVE_TASK_UPDATE_TIMER; gave up on it");
+                    }
+                }
                 _ = sweep.tick(), if running => self.run_sweeps().await,
                 () = sleep_until(backoff_until), if backoff_until.is_some() && running => {}
             }
         }
     }
 
-    /// Stops every group in flight: what is still this worker's is handed back.
-    fn stop_all(&self, why: &str) {
+    /// Stops every group in flight: what is still this worker's is handed back. Returns
+    /// when to give up waiting for that.
+    fn stop_all(&self, halt: run::Halt) -> tokio::time::Instant {
         if !self.running.is_empty() {
+            let why = match halt {
+                run::Halt::Now => "stopping at once",
+                _ => "the shutdown grace period is over",
+            };
             tracing::warn!(
                 in_flight = self.running.len(),
                 "{why}: handing back the tasks in flight"
             );
         }
         for running in self.running.values() {
-            running.stop.send_replace(Some(run::Halt::Shutdown));
+            running.stop.send_replace(Some(halt));
         }
+        tokio::time::Instant::now() + HAND_BACK_TIME
     }
 
     /// Adds the queues the activity channel announced; re-reads `t:queued` when the listener
@@ -668,13 +703,17 @@ impl Loop {
             return;
         };
         let key = self.tiger.keys().queue_semaphore(queue);
-        let removed = redis::cmd("ZREM")
-            .arg(&key)
-            .arg(&holder)
-            .query_async::<i64>(&mut self.tiger.connection())
-            .await;
-        if let Err(err) = removed {
-            tracing::warn!(%queue, %err, "cannot give back a place in the queue's semaphore; it expires by itself");
+        let mut connection = self.tiger.connection();
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&key).arg(&holder);
+        // Bounded: a Redis that hangs must not hold up the loop; the place expires anyway.
+        let removed = tokio::time::timeout(
+            Duration::from_secs(1),
+            zrem.query_async::<i64>(&mut connection),
+        )
+        .await;
+        if !matches!(removed, Ok(Ok(_))) {
+            tracing::warn!(%queue, "cannot give back a place in the queue's semaphore; it expires by itself");
         }
     }
 
@@ -728,15 +767,16 @@ impl Loop {
         let now = now();
         let keys = self.tiger.keys();
         // Tasks already settling are left alone: their result is being written.
-        let mut claims: Vec<(String, &str, scripts::Claim)> = Vec::new();
+        let mut claims: Vec<(String, &str, scripts::Claim, f64)> = Vec::new();
         let mut owners: Vec<&InFlight> = Vec::new();
         for running in self.running.values() {
             for (id, lease) in &running.leases {
-                if let Some(claim) = lease.renew(now) {
+                if let Some((claim, score)) = lease.renew(now) {
                     claims.push((
                         keys.queue(State::Active, &running.queue),
                         id.as_str(),
                         claim,
+                        score,
                     ));
                     owners.push(running);
                 }
@@ -756,7 +796,7 @@ impl Loop {
         let expires = now + self.tiger.config().active_task_update_timeout.as_secs_f64();
         match scripts::heartbeat(&self.tiger, &claims, &places, now, expires).await {
             Ok(flags) => {
-                for (((_, id, _), running), kept) in claims.iter().zip(owners).zip(flags) {
+                for (((_, id, _, _), running), kept) in claims.iter().zip(owners).zip(flags) {
                     if !kept {
                         // Recovered (and perhaps running elsewhere): stop our copy so it
                         // does no more work. A plain fn's thread cannot be stopped.

@@ -46,8 +46,10 @@ pub(crate) struct Job {
 /// Why the worker stops a group in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Halt {
-    /// The shutdown grace period is over (or a second signal came).
+    /// The shutdown grace period is over.
     Shutdown,
+    /// A second signal: stop at once.
+    Now,
     /// A heartbeat found that another worker holds one of its tasks.
     Lost,
 }
@@ -288,6 +290,7 @@ fn halted(halt: Halt, control: &Control) -> String {
             "its shutdown grace period of {} s ran out",
             control.grace.as_secs_f64()
         ),
+        Halt::Now => "a second signal asked the worker to stop at once".to_owned(),
         Halt::Lost => "another worker recovered the task after its heartbeat lapsed".to_owned(),
     }
 }
@@ -373,6 +376,24 @@ impl Job {
         plan: Plan,
         ended: f64,
     ) {
+        let times = RunTimes {
+            started: self.started,
+            failed: ended,
+        };
+        let written = finish::fail_recorded(
+            &self.tiger,
+            self.finished(plan.unique),
+            times,
+            failure,
+            verdict,
+            plan.keep_records,
+        )
+        .await;
+        // Said once the outcome is written: a run whose task is no longer this worker's
+        // (recovered elsewhere) is logged by `report` alone.
+        if !matches!(written, Ok(true)) {
+            return self.report(written);
+        }
         let n = self.failures.saturating_add(1);
         let (id, queue, exception, error) = (
             &self.id,
@@ -394,20 +415,6 @@ impl Job {
                 tracing::warn!(task_id = %id, %queue, exception, error, "task failed and is out of retries; dropped as it asked")
             }
         }
-        let times = RunTimes {
-            started: self.started,
-            failed: ended,
-        };
-        let written = finish::fail_recorded(
-            &self.tiger,
-            self.finished(plan.unique),
-            times,
-            failure,
-            verdict,
-            plan.keep_records,
-        )
-        .await;
-        self.report(written);
     }
 
     /// Puts a task that did not start back in its queue (at its dequeue time, so it keeps
