@@ -73,3 +73,41 @@ async fn a_hand_back_cancels_the_running_group_and_requeues_the_groups_not_start
     assert_eq!(count(&noted), 0);
     Invariants::new().assert(&tiger).await;
 }
+
+/// S13, the graceful path: a task cut short by the end of the grace period gives its lock
+/// back, so its next run need not wait for the lock to lapse.
+#[tokio::test]
+async fn a_task_cut_short_by_the_shutdown_releases_its_lock() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let id = locked_by_args::delay(token.clone())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let (now, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        Worker::new(fx.tiger.clone())
+            .grace_period(Duration::from_millis(200))
+            .shutdown_on(async { shutdown.await.unwrap_or(()) })
+            .run(),
+    );
+    tiger::testing::wait_until(Duration::from_secs(10), "the task to start", || async {
+        count(&token) == 1
+    })
+    .await;
+    now.send(()).unwrap();
+    assert_eq!(worker.await.unwrap().unwrap(), Stopped::Shutdown);
+    // Only the error entry is left: no lock (`Fixture::keys` would list one that lapses
+    // by itself only if it had no TTL, so look for it directly).
+    fx.assert_only_errored("locked", &[id.as_str()]).await;
+    let locks: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:lockv2:*", fx.tiger.keys().prefix()))
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    assert!(
+        locks.iter().all(|key| key.contains(":queue_")),
+        "the task lock was given back: {locks:?}"
+    );
+    Invariants::new().assert(&fx.tiger).await;
+}
