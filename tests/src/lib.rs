@@ -815,3 +815,31 @@ pub fn leave_a_sleeper() -> Result<(), String> {
         .map(drop)
         .map_err(|e| e.to_string())
 }
+
+/// Reads its stdin to the end (a tool that reads stdin would): must not hang.
+#[tiger::task(queue = "spin", hard_timeout = 5.0)]
+pub fn read_stdin() -> Result<(), String> {
+    let mut input = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Starts `sleep 60`, writes its pid to `<dir>/sleeper`, then blocks past its 0.5 s hard
+/// timeout.
+#[tiger::task(queue = "spin", hard_timeout = 0.5)]
+pub fn sleeper_then_stuck(dir: String) -> Result<(), String> {
+    let sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        std::path::Path::new(&dir).join("sleeper"),
+        sleeper.id().to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}

@@ -335,12 +335,14 @@ async fn a_frozen_worker_that_wakes_after_its_task_was_recovered_changes_nothing
     // The frozen worker wakes up and finishes its stale run while the rescuer's is active.
     std::fs::write(dir.path(&format!("release-{frozen_pid}")), b"").unwrap();
     signal(&frozen, "CONT");
+    // Whichever comes first on waking: the stale run's result is refused, or its
+    // heartbeat finds the task gone and the run is cancelled.
     wait_until(
         Duration::from_secs(10),
         "the stale run to end and be refused",
         || async {
-            dir.path(&format!("finished-{frozen_pid}")).exists()
-                && log_text(&log).contains("no longer active")
+            let log = log_text(&log);
+            log.contains("no longer active") || log.contains("cancelling this run")
         },
     )
     .await;
@@ -873,8 +875,9 @@ async fn a_childs_output_and_its_own_children_do_not_change_its_outcome() {
     let log = dir.path("worker.log");
     print_partial::delay().on(&fx.tiger).await.unwrap();
     leave_a_sleeper::delay().on(&fx.tiger).await.unwrap();
+    read_stdin::delay().on(&fx.tiger).await.unwrap();
     let clock = std::time::Instant::now();
-    let flags = ["-q", "spin", "-c", "2", "--executor", "process"];
+    let flags = ["-q", "spin", "-c", "3", "--executor", "process"];
     let mut worker = start_worker(&fx, &log, &flags);
     wait_until(Duration::from_secs(20), "both to succeed", || async {
         fx.keys().await.is_empty()
@@ -1008,5 +1011,96 @@ async fn a_signal_to_the_whole_process_group_leaves_the_children_their_grace_per
         dir.path("finished-1").exists(),
         "the task finished in its grace period"
     );
+    fx.assert_keys([]).await;
+}
+
+/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z "))
+}
+
+#[tokio::test]
+async fn what_a_task_started_is_killed_with_it_at_its_hard_timeout() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    let id = sleeper_then_stuck::delay(dir.0.to_string_lossy().into_owned())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let mut worker = start_worker(&fx, &log, &["-q", "spin", "--executor", "process"]);
+    wait_until(
+        Duration::from_secs(20),
+        "the timeout to be recorded",
+        || async { fx.ids(State::Error, "spin").await == [id.as_str()] },
+    )
+    .await;
+    let sleeper: u32 = std::fs::read_to_string(dir.path("sleeper"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the task's own child to be killed",
+        || async { ended(sleeper) },
+    )
+    .await;
+    stop_gracefully(&mut worker, &log).await;
+}
+
+#[tokio::test]
+async fn a_sigterm_to_every_process_of_the_worker_leaves_the_child_its_grace_period() {
+    let fx = Fixture::new().await;
+    let dir = TempDir::new();
+    let log = dir.path("worker.log");
+    pid_gate::delay(dir.0.to_string_lossy().into_owned())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let flags = ["-q", "pid", "--executor", "process", "--grace-period", "20"];
+    let mut worker = start_worker(&fx, &log, &flags);
+    let started = || {
+        std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("started-")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .next()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the task to start in a child",
+        || async { started().is_some() },
+    )
+    .await;
+    let child = started().unwrap();
+    // What systemd's default KillMode does: SIGTERM to every process of the unit.
+    for pid in [worker.id(), child] {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    wait_until(Duration::from_secs(10), "the shutdown to begin", || async {
+        log_text(&log).contains("shutting down")
+    })
+    .await;
+    assert!(!ended(child), "the child ignores the signal");
+    std::fs::write(dir.path(&format!("release-{child}")), b"").unwrap();
+    let status = wait_for_exit(&mut worker, Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        log_text(&log)
+    );
+    assert!(dir.path(&format!("finished-{child}")).exists());
     fx.assert_keys([]).await;
 }

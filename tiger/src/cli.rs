@@ -98,7 +98,7 @@ impl WorkerArgs {
     /// The worker's handle also becomes the process-wide one ([`Tiger::set_global`]) unless
     /// the program set one already, so `delay` calls outside tasks reach the same Redis.
     pub async fn run_with(self, config: Config) -> Result<Stopped> {
-        let (shutdown, hand_back) = signals()?;
+        let (shutdown, hand_back, signals_seen) = signals()?;
         let config = Config {
             redis_prefix: self.prefix.clone().unwrap_or(config.redis_prefix.clone()),
             ..config
@@ -130,7 +130,13 @@ impl WorkerArgs {
         if !exclude.is_empty() {
             worker = worker.exclude_queues(exclude);
         }
-        worker.run().await
+        match worker.run().await? {
+            // A signal came as the worker stopped to restart: the process is to end.
+            stopped if stopped.wants_restart() && *signals_seen.borrow() > 0 => {
+                Ok(Stopped::Shutdown)
+            }
+            stopped => Ok(stopped),
+        }
     }
 }
 
@@ -187,11 +193,16 @@ fn parse_concurrency(text: &str) -> std::result::Result<usize, String> {
 /// first signal (graceful stop), one on the second (hand back at once). A third ends the
 /// process at once with status 130; tasks still in flight then stay active in Redis until
 /// recovered.
+///
+/// Also returns the count of signals so far: a restart is called off once one came.
 fn signals() -> Result<(
     impl Future<Output = ()> + Send + 'static,
     impl Future<Output = ()> + Send + 'static,
+    tokio::sync::watch::Receiver<u32>,
 )> {
     let mut listener = SignalListener::new()?;
+    // A restart blocks these signals across `exec` (see `restart`): deliver what is pending.
+    block_stop_signals(false);
     let (count, seen) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         loop {
@@ -206,15 +217,36 @@ fn signals() -> Result<(
             }
         }
     });
+    let watched = seen.clone();
     let nth = move |n: u32| {
-        let mut seen = seen.clone();
+        let mut seen = watched.clone();
         async move {
             if seen.wait_for(|count| *count >= n).await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
     };
-    Ok((nth(1), nth(2)))
+    Ok((nth(1), nth(2), seen))
+}
+
+/// Blocks (or unblocks) SIGINT and SIGTERM for the calling thread. A blocked signal waits,
+/// across an `exec` too, until unblocked.
+fn block_stop_signals(blocked: bool) {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        let how = if blocked {
+            SigmaskHow::SIG_BLOCK
+        } else {
+            SigmaskHow::SIG_UNBLOCK
+        };
+        let _ = pthread_sigmask(how, Some(&set), None);
+    }
+    #[cfg(not(unix))]
+    let _ = blocked;
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when built.
@@ -372,6 +404,8 @@ fn restart(why: Stopped) -> ! {
     #[cfg(unix)]
     if let Some(program) = program {
         use std::os::unix::process::CommandExt;
+        // A signal from here on waits for the new run, which takes it once it listens.
+        block_stop_signals(true);
         tracing::info!(reason = ?why, "restarting the worker process");
         let err = std::process::Command::new(program).args(args).exec();
         eprintln!("error: cannot restart the worker process: {err}");

@@ -41,9 +41,27 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
     Ok(moved)
 }
 
-/// The range of active scores a worker wrote for a task: from its dequeue to its latest
-/// heartbeat (one in flight included).
-pub(crate) type Claim = (f64, f64);
+/// The active scores a worker may have written for a task: from its dequeue to its latest
+/// confirmed heartbeat, plus up to two heartbeats sent whose outcome it does not know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Claim {
+    pub(crate) first: f64,
+    pub(crate) latest: f64,
+    pub(crate) unconfirmed: [Option<f64>; 2],
+}
+
+impl Claim {
+    /// The claim's four script arguments: first, latest, and the unconfirmed ('' = none).
+    fn args(&self) -> [String; 4] {
+        let maybe = |score: Option<f64>| score.map(|s| s.to_string()).unwrap_or_default();
+        [
+            self.first.to_string(),
+            self.latest.to_string(),
+            maybe(self.unconfirmed[0]),
+            maybe(self.unconfirmed[1]),
+        ]
+    }
+}
 
 /// Refreshes the heartbeat of `(active zset, id, range of scores this worker wrote, new
 /// score)` tasks where the score is still in that range, and renews the `(semaphore zset,
@@ -58,8 +76,8 @@ pub(crate) async fn heartbeat(
 ) -> Result<Vec<bool>> {
     let mut call = HEARTBEAT.prepare_invoke();
     call.arg(now).arg(tasks.len());
-    for (key, id, (first, latest), score) in tasks {
-        call.key(key).arg(*id).arg(*first).arg(*latest).arg(*score);
+    for (key, id, claim, score) in tasks {
+        call.key(key).arg(*id).arg(&claim.args()[..]).arg(*score);
     }
     for (key, holder) in places {
         call.key(key).arg(*holder).arg(expires);
@@ -281,16 +299,7 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         )
-        .arg(
-            m.if_score_is
-                .map(|(first, _)| first.to_string())
-                .unwrap_or_default(),
-        )
-        .arg(
-            m.if_score_is
-                .map(|(_, latest)| latest.to_string())
-                .unwrap_or_default(),
-        );
+        .arg(&m.if_score_is.map(|claim| claim.args()).unwrap_or_default()[..]);
     let moved: i64 = call.invoke_async(&mut tiger.connection()).await?;
     Ok(moved == 1)
 }

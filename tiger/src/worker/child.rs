@@ -9,19 +9,19 @@
 //! never awaits — and one that aborts, segfaults or is killed by the kernel for want of
 //! memory fails only its own tasks, each with a record that says so.
 //!
-//! The protocol: the worker starts the child with [`CHILD_ENV`] set and writes one line of
-//! JSON ([`Request`]) to its stdin, which it then keeps open; the child writes its [`Report`]
-//! as JSON to the file the request names and exits. The task's own stdout and stderr are the
-//! worker's. A child whose stdin reaches its end has lost its worker (killed, say) and
-//! exits at once, so no run outlives the worker that would record it.
+//! The protocol: the worker writes one JSON [`Request`] to a private file (mode 0600, in
+//! the temp dir) and starts the child with [`CHILD_ENV`] set to its path; the child reads
+//! and deletes it, writes its [`Report`] as JSON to the file the request names (under a
+//! temporary name, then renamed) and exits. The task's stdin is `/dev/null`; its stdout and
+//! stderr are the worker's. The child ignores SIGINT and SIGTERM — the worker decides when
+//! its tasks stop — and exits at once when its worker is gone (it watches its parent), so no
+//! run outlives the worker that would record it.
 
-use std::io::{BufRead, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::execute::{self, Plan, Prepared};
 use super::finish::{self, FailureRecord, Verdict};
@@ -51,6 +51,8 @@ pub const CHILD_DIED: &str = "tiger:ChildProcessDied";
 /// What the worker sends its child.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
+    /// The worker's process id: the child stops when its parent is another.
+    parent: u32,
     /// Where the child writes its report.
     report: PathBuf,
     redis_url: String,
@@ -90,6 +92,7 @@ pub(crate) fn prepare(ready: &[(Job, Plan)]) -> ChildRun {
     };
     let report = std::env::temp_dir().join(format!("tiger-report-{}.json", TaskId::random()));
     let request = Request {
+        parent: std::process::id(),
         report,
         redis_url: first.tiger.url().to_owned(),
         prefix: first.tiger.keys().prefix().to_owned(),
@@ -126,65 +129,120 @@ async fn spawn_and_wait(
 ) -> std::result::Result<Option<Report>, String> {
     let program = std::env::current_exe()
         .map_err(|err| format!("cannot find the worker's program to start a child: {err}"))?;
+    let request_file = request.report.with_extension("request");
+    let input = serde_json::to_vec(request).map_err(|err| err.to_string())?;
+    write_private(&request_file, &input).map_err(|err| {
+        format!(
+            "cannot write the child's request to {}: {err}",
+            request_file.display()
+        )
+    })?;
     let mut command = tokio::process::Command::new(&program);
     command
-        .env(CHILD_ENV, "1")
-        .stdin(Stdio::piped())
+        .env(CHILD_ENV, &request_file)
+        .stdin(Stdio::null())
         .kill_on_drop(true);
     // Its own process group, so that a kill reaches what the task started, and a Ctrl-C
     // meant for the worker does not reach the task (the worker hands it back instead).
     #[cfg(unix)]
     command.process_group(0);
-    let mut child = command.spawn().map_err(|err| {
-        format!(
-            "cannot start a child process ({}): {err}",
-            program.display()
-        )
-    })?;
+    let spawned = command.spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            let _ = std::fs::remove_file(&request_file);
+            return Err(format!(
+                "cannot start a child process ({}): {err}",
+                program.display()
+            ));
+        }
+    };
     // Until the child is reaped: a cancelled or timed-out run kills its whole group.
     let mut group = Group {
         leader: child.id(),
-        report: &request.report,
+        files: [
+            request_file.clone(),
+            request.report.clone(),
+            request.report.with_extension("partial"),
+        ],
     };
-    let mut input = serde_json::to_vec(request).map_err(|err| err.to_string())?;
-    input.push(b'\n');
-    // Kept open while the child runs: its end tells the child that the worker is gone.
-    let mut stdin = child.stdin.take();
-    if let Some(pipe) = stdin.as_mut() {
-        // A child that dies before reading everything shows up in its exit status below.
-        let _ = pipe.write_all(&input).await;
-        let _ = pipe.flush().await;
-    }
     let Ok(waited) = tokio::time::timeout(deadline, child.wait()).await else {
         return Ok(None);
     };
-    group.leader = None;
-    drop(stdin);
     let status = waited.map_err(|err| format!("cannot wait for the child process: {err}"))?;
-    match std::fs::read(&request.report) {
-        Ok(json) => serde_json::from_slice::<Report>(&json)
-            .map(Some)
-            .map_err(|err| format!("the child process wrote a report that cannot be read: {err}")),
-        Err(_) => Err(died(status)),
+    if signalled(status) {
+        return Err(died(status));
+    }
+    let report = match std::fs::read(&request.report) {
+        Ok(json) => serde_json::from_slice::<Report>(&json).map_err(|err| {
+            format!("the child process wrote a report that cannot be read: {err}")
+        })?,
+        Err(_) => return Err(died(status)),
+    };
+    // A run that timed out in the child: what the task started goes with it. Otherwise the
+    // task's own processes are its business.
+    if !matches!(&report, Err((failure, _)) if failure.exception_name == JOB_TIMEOUT) {
+        group.leader = None;
+    }
+    Ok(Some(report))
+}
+
+/// Writes `bytes` to a new file only this user can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, bytes)
+}
+
+/// Whether the child was ended by a signal.
+fn signalled(status: std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        std::os::unix::process::ExitStatusExt::signal(&status).is_some()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
     }
 }
 
-/// A child's process group while it runs, and its report file: dropped early (the run was
-/// cancelled or timed out), it kills the group; dropped at all, it removes the file.
-struct Group<'a> {
+/// A child's process group while it runs, and its files: dropped with a leader (the run was
+/// cancelled or timed out), it kills the group; dropped at all, it removes the files.
+struct Group {
     leader: Option<u32>,
-    report: &'a std::path::Path,
+    /// The request, the report and the report being written.
+    files: [PathBuf; 3],
 }
 
-impl Drop for Group<'_> {
+impl Drop for Group {
     fn drop(&mut self) {
         #[cfg(unix)]
         if let Some(leader) = self.leader.and_then(|pid| i32::try_from(pid).ok()) {
             use nix::sys::signal::{Signal, killpg};
             let _ = killpg(nix::unistd::Pid::from_raw(leader), Signal::SIGKILL);
         }
-        let _ = std::fs::remove_file(self.report);
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
     }
+}
+
+/// Checks, when a worker with the process executor starts, that children can be given
+/// their requests: the temp dir must take a private file.
+pub(crate) fn check_temp_dir() -> crate::Result<()> {
+    let probe = std::env::temp_dir().join(format!("tiger-probe-{}", TaskId::random()));
+    let written = write_private(&probe, b"");
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|err| {
+        crate::Error::Config(format!(
+            "the process executor hands tasks to its children through files in {}, which \
+             cannot be written ({err}); set TMPDIR to a writable directory",
+            std::env::temp_dir().display()
+        ))
+    })
 }
 
 /// The failure of a group whose child was killed at its limit.
@@ -240,16 +298,14 @@ fn died(status: std::process::ExitStatus) -> String {
 /// must call it at the start of `main`, before anything else that matters, with the same
 /// [`Config`] it gives its worker.
 pub fn serve_executor_child(config: &Config) {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    let Some(request_file) = std::env::var_os(CHILD_ENV) else {
         return;
-    }
+    };
     crate::cli::init_logging();
-    let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
-    let request = stdin
-        .read_line(&mut line)
+    let request = std::fs::read(&request_file)
         .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str::<Request>(&line).map_err(|e| e.to_string()));
+        .and_then(|bytes| serde_json::from_slice::<Request>(&bytes).map_err(|e| e.to_string()));
+    let _ = std::fs::remove_file(&request_file);
     let request = match request {
         Ok(request) => request,
         Err(err) => {
@@ -257,20 +313,16 @@ pub fn serve_executor_child(config: &Config) {
             std::process::exit(2);
         }
     };
-    drop(stdin);
-    // The worker holds our stdin open while it waits for us: its end means the worker died.
-    std::thread::spawn(|| {
-        let mut rest = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut rest);
-        eprintln!("error: the worker that started this task's process is gone; stopping");
-        std::process::exit(3);
-    });
+    watch_parent(request.parent);
     let path = request.report.clone();
     let report = serve(config, request);
+    let staged = path.with_extension("partial");
     let written = serde_json::to_vec(&report)
         .map_err(|e| e.to_string())
-        .and_then(|json| std::fs::write(&path, json).map_err(|e| e.to_string()));
+        .and_then(|json| write_private(&staged, &json).map_err(|e| e.to_string()))
+        .and_then(|()| std::fs::rename(&staged, &path).map_err(|e| e.to_string()));
     if let Err(err) = written {
+        let _ = std::fs::remove_file(&staged);
         eprintln!(
             "error: cannot write the report to {}: {err}",
             path.display()
@@ -279,6 +331,23 @@ pub fn serve_executor_child(config: &Config) {
     }
     // Exit without waiting for the thread of a plain fn past its limit: this ends it.
     std::process::exit(0);
+}
+
+/// Ends this process when its parent, the worker, is gone (the child is then adopted by
+/// another process).
+fn watch_parent(parent: u32) {
+    #[cfg(unix)]
+    std::thread::spawn(move || {
+        loop {
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("error: the worker that started this task's process is gone; stopping");
+                std::process::exit(3);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = parent;
 }
 
 /// Runs the requested tasks as the worker would in-process and says how it went.
@@ -311,6 +380,16 @@ fn serve(config: &Config, request: Request) -> Report {
         }
     }
     let report = runtime.block_on(async {
+        // The worker decides when its tasks stop (a hand-back, a kill at the limit): a
+        // SIGINT or SIGTERM sent to the whole group or cgroup is caught here and ignored.
+        #[cfg(unix)]
+        let _ignored = {
+            use tokio::signal::unix::{SignalKind, signal};
+            (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            )
+        };
         // The task's `delay` calls and `current_task()` need the worker's Redis and prefix.
         let connect = retrying("connect to Redis", || {
             Tiger::connect_with(&request.redis_url, config.clone())

@@ -1,13 +1,15 @@
-//! A worker's claim on a task it runs: the active scores (heartbeats) it wrote, from the
-//! dequeue to the latest. Every heartbeat and the final result apply only while Redis holds a
-//! score in that range, so a worker that was frozen past the timeout — while its task was
-//! recovered and perhaps taken by another worker, whose scores are all later — changes
-//! nothing when it wakes up. A range rather than the last score alone, because Redis may come
-//! back from a restart with an older heartbeat of the same worker.
+//! A worker's claim on a task it runs: the active scores (heartbeats) it wrote. Every
+//! heartbeat and the final result apply only while Redis holds one of those scores, so a
+//! worker that was frozen past the timeout — while its task was recovered and perhaps taken
+//! by another worker — changes nothing when it wakes up.
 //!
-//! A heartbeat in flight may or may not have reached Redis, so its score counts from before
-//! it is sent. Once the task starts settling, heartbeats leave it alone, so the range a
-//! result is written with cannot move under it.
+//! What the worker knows it wrote is a range, from the dequeue to the latest heartbeat Redis
+//! confirmed (a range rather than the last score alone, because Redis may come back from a
+//! restart with an older heartbeat of the same worker). A heartbeat sent but not answered
+//! (in flight, or its answer lost) may or may not have been written: its exact score counts
+//! too, but not the stretch of time before it, where another worker's scores may lie. Once
+//! the task starts settling, heartbeats leave it alone, so the claim a result is written
+//! with cannot move under it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,10 +21,7 @@ pub(crate) struct Lease(Arc<Mutex<Scores>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Scores {
-    /// The dequeue time: the first score.
-    first: f64,
-    /// The latest score written or being written.
-    latest: f64,
+    claim: Claim,
     /// The job is writing the task's result: no more heartbeats.
     settling: bool,
 }
@@ -30,8 +29,11 @@ struct Scores {
 impl Lease {
     pub(crate) fn new(score: f64) -> Lease {
         Lease(Arc::new(Mutex::new(Scores {
-            first: score,
-            latest: score,
+            claim: Claim {
+                first: score,
+                latest: score,
+                unconfirmed: [None; 2],
+            },
             settling: false,
         })))
     }
@@ -40,25 +42,42 @@ impl Lease {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// For a heartbeat at `now`: the range to check and the score to write, or `None` when
+    /// For a heartbeat at `now`: the claim to check and the score to write, or `None` when
     /// the task is settling and must not be touched. The score never goes below one already
-    /// written, so a wall clock stepped back does not make the worker disown its own task.
+    /// sent, so a wall clock stepped back does not make the worker disown its own task.
     pub(crate) fn renew(&self, now: f64) -> Option<(Claim, f64)> {
         self.with(|s| {
             if s.settling {
                 return None;
             }
-            let claim = (s.first, s.latest);
-            s.latest = s.latest.max(now);
-            Some((claim, s.latest))
+            let claim = s.claim;
+            let sent = claim.unconfirmed.iter().flatten().copied();
+            let score = sent.fold(now.max(claim.latest), f64::max);
+            // From now on this score may be in Redis; the oldest unknown one drops out.
+            s.claim.unconfirmed = [Some(score), claim.unconfirmed[0]];
+            Some((claim, score))
         })
     }
 
-    /// For the job about to write the result: stops heartbeats and gives the range to check.
+    /// Redis answered that the heartbeat with `score` was written.
+    pub(crate) fn confirm(&self, score: f64) {
+        self.with(|s| {
+            let claim = &mut s.claim;
+            claim.latest = claim.latest.max(score);
+            // Anything sent before is superseded by this score.
+            for slot in &mut claim.unconfirmed {
+                if slot.is_some_and(|sent| sent <= score) {
+                    *slot = None;
+                }
+            }
+        });
+    }
+
+    /// For the job about to write the result: stops heartbeats and gives the claim to check.
     pub(crate) fn settle(&self) -> Claim {
         self.with(|s| {
             s.settling = true;
-            (s.first, s.latest)
+            s.claim
         })
     }
 }
@@ -67,30 +86,36 @@ impl Lease {
 mod tests {
     use super::*;
 
+    fn claim(first: f64, latest: f64, unconfirmed: [Option<f64>; 2]) -> Claim {
+        Claim {
+            first,
+            latest,
+            unconfirmed,
+        }
+    }
+
     #[test]
-    fn the_range_grows_with_heartbeats_and_freezes_when_settling() {
+    fn confirmed_heartbeats_grow_the_range_and_unanswered_ones_count_exactly() {
         let lease = Lease::new(10.0);
         assert_eq!(
             lease.renew(11.0),
-            Some(((10.0, 10.0), 11.0)),
-            "checked against what was written so far"
+            Some((claim(10.0, 10.0, [None; 2]), 11.0))
         );
+        // Unanswered: 11 counts as itself, not the stretch from 10 to 11.
         assert_eq!(
             lease.renew(12.0),
-            Some(((10.0, 11.0), 12.0)),
-            "a heartbeat in flight counts"
+            Some((claim(10.0, 10.0, [Some(11.0), None]), 12.0))
         );
-        assert_eq!(
-            lease.renew(9.0),
-            Some(((10.0, 12.0), 12.0)),
-            "a clock stepped back writes no lower score"
-        );
-        assert_eq!(lease.settle(), (10.0, 12.0));
-        assert_eq!(
-            lease.renew(13.0),
-            None,
-            "no heartbeat once the result is being written"
-        );
-        assert_eq!(lease.settle(), (10.0, 12.0));
+        lease.confirm(12.0);
+        assert_eq!(lease.settle(), claim(10.0, 12.0, [None; 2]));
+        assert_eq!(lease.renew(13.0), None, "no heartbeat once settling");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_writes_no_lower_score() {
+        let lease = Lease::new(10.0);
+        let (_, score) = lease.renew(12.0).unwrap();
+        lease.confirm(score);
+        assert_eq!(lease.renew(9.0).map(|(_, score)| score), Some(12.0));
     }
 }

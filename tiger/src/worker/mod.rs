@@ -63,6 +63,9 @@ const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 /// handed back by then stays active in Redis and is recovered later.
 const HAND_BACK_TIME: Duration = Duration::from_secs(5);
 
+/// The longest the loop waits for one heartbeat call (at most `ACTIVE_TASK_UPDATE_TIMER`).
+const HEARTBEAT_WAIT: Duration = Duration::from_secs(2);
+
 type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Where a worker runs its tasks.
@@ -284,6 +287,9 @@ impl Worker {
                 "max_workers_per_queue must be at least 1".into(),
             ));
         }
+        if self.executor == Executor::Process {
+            child::check_temp_dir()?;
+        }
         let registry = Arc::new(Registry::load()?);
         let config = self.tiger.config();
         let filter = QueueFilter {
@@ -455,7 +461,9 @@ impl Loop {
             let has_room = self.in_flight.len() < self.concurrency;
             let running = stopping.is_none();
             let handing_back = give_up_at.is_some();
+            // Biased: stopping comes first, whatever else is ready.
             tokio::select! {
+                biased;
                 () = &mut shutdown, if !signalled => {
                     signalled = true;
                     // A signal wins over a planned restart: the process is to end.
@@ -478,6 +486,10 @@ impl Loop {
                 () = sleep_until(give_up_at), if handing_back && !self.in_flight.is_empty() => {
                     tracing::error!(groups = self.in_flight.len(), "could not hand back every task in time (is Redis answering?); they stay active until recovered");
                     self.in_flight.abort_all();
+                    // Redis is not answering: the semaphore places lapse by themselves.
+                    for running in self.running.values_mut() {
+                        running.holder = None;
+                    }
                     give_up_at = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
                 }
                 () = sleep_until(exit_at), if running => {
@@ -485,14 +497,15 @@ impl Loop {
                     stopping = Some(Stopped::ExitAfter);
                 }
                 Some(done) = self.in_flight.join_next_with_id() => self.forget(done).await,
-                () = self.activity.notified(), if running && has_room => {}
-                _ = refresh.tick(), if running => self.refresh_queues().await,
                 _ = heartbeat.tick(), if !self.running.is_empty() => {
-                    // Never hold up the loop (and a signal) longer than one period.
-                    if tokio::time::timeout(config.active_task_update_timer, self.heartbeat()).await.is_err() {
-                        tracing::warn!("heartbeat took longer than ACTIVE_TASK_UPDATE_TIMER; gave up on it");
+                    // Never hold up the loop (and a signal) long.
+                    let limit = config.active_task_update_timer.min(HEARTBEAT_WAIT);
+                    if tokio::time::timeout(limit, self.heartbeat()).await.is_err() {
+                        tracing::warn!(?limit, "heartbeat took too long; gave up on it");
                     }
                 }
+                () = self.activity.notified(), if running && has_room => {}
+                _ = refresh.tick(), if running => self.refresh_queues().await,
                 _ = sweep.tick(), if running => self.run_sweeps().await,
                 () = sleep_until(backoff_until), if backoff_until.is_some() && running => {}
             }
@@ -768,7 +781,7 @@ impl Loop {
         let keys = self.tiger.keys();
         // Tasks already settling are left alone: their result is being written.
         let mut claims: Vec<(String, &str, scripts::Claim, f64)> = Vec::new();
-        let mut owners: Vec<&InFlight> = Vec::new();
+        let mut owners: Vec<(&InFlight, &Lease)> = Vec::new();
         for running in self.running.values() {
             for (id, lease) in &running.leases {
                 if let Some((claim, score)) = lease.renew(now) {
@@ -778,7 +791,7 @@ impl Loop {
                         claim,
                         score,
                     ));
-                    owners.push(running);
+                    owners.push((running, lease));
                 }
             }
         }
@@ -796,8 +809,12 @@ impl Loop {
         let expires = now + self.tiger.config().active_task_update_timeout.as_secs_f64();
         match scripts::heartbeat(&self.tiger, &claims, &places, now, expires).await {
             Ok(flags) => {
-                for (((_, id, _, _), running), kept) in claims.iter().zip(owners).zip(flags) {
-                    if !kept {
+                for (((_, id, _, score), (running, lease)), kept) in
+                    claims.iter().zip(owners).zip(flags)
+                {
+                    if kept {
+                        lease.confirm(*score);
+                    } else {
                         // Recovered (and perhaps running elsewhere): stop our copy so it
                         // does no more work. A plain fn's thread cannot be stopped.
                         tracing::warn!(task_id = id, queue = %running.queue, "task is no longer this worker's (recovered after its heartbeat lapsed); cancelling this run");
