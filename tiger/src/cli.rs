@@ -201,8 +201,6 @@ fn signals() -> Result<(
     tokio::sync::watch::Receiver<u32>,
 )> {
     let mut listener = SignalListener::new()?;
-    // A restart blocks these signals across `exec` (see `restart`): deliver what is pending.
-    block_stop_signals(false);
     let (count, seen) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         loop {
@@ -227,26 +225,6 @@ fn signals() -> Result<(
         }
     };
     Ok((nth(1), nth(2), seen))
-}
-
-/// Blocks (or unblocks) SIGINT and SIGTERM for the calling thread. A blocked signal waits,
-/// across an `exec` too, until unblocked.
-fn block_stop_signals(blocked: bool) {
-    #[cfg(unix)]
-    {
-        use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGTERM);
-        let how = if blocked {
-            SigmaskHow::SIG_BLOCK
-        } else {
-            SigmaskHow::SIG_UNBLOCK
-        };
-        let _ = pthread_sigmask(how, Some(&set), None);
-    }
-    #[cfg(not(unix))]
-    let _ = blocked;
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when built.
@@ -398,14 +376,17 @@ fn conclude(result: Result<Stopped>) {
 /// Replaces this process with a fresh run of the same program, arguments and environment
 /// (same process id, so a supervisor sees no exit). Where that is not possible, exits with
 /// status 75 (EX_TEMPFAIL) for the supervisor to restart it.
+///
+/// Nothing is in flight by now. A signal that came while the worker stopped has called the
+/// restart off (see `run_with`); one that comes during the new run's start, before it
+/// listens, ends it by the signal's default action. Only one that lands in the moment
+/// between that check and the `exec` is lost.
 fn restart(why: Stopped) -> ! {
     let mut args = std::env::args_os();
     let program = args.next();
     #[cfg(unix)]
     if let Some(program) = program {
         use std::os::unix::process::CommandExt;
-        // A signal from here on waits for the new run, which takes it once it listens.
-        block_stop_signals(true);
         tracing::info!(reason = ?why, "restarting the worker process");
         let err = std::process::Command::new(program).args(args).exec();
         eprintln!("error: cannot restart the worker process: {err}");
