@@ -42,23 +42,23 @@ pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize)
 }
 
 /// The active scores a worker may have written for a task: from its dequeue to its latest
-/// confirmed heartbeat, plus up to two heartbeats sent whose outcome it does not know.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// confirmed heartbeat, plus the heartbeats sent since whose outcome it does not know.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Claim {
     pub(crate) first: f64,
     pub(crate) latest: f64,
-    pub(crate) unconfirmed: [Option<f64>; 2],
+    pub(crate) unconfirmed: Vec<f64>,
 }
 
 impl Claim {
-    /// The claim's four script arguments: first, latest, and the unconfirmed ('' = none).
-    fn args(&self) -> [String; 4] {
-        let maybe = |score: Option<f64>| score.map(|s| s.to_string()).unwrap_or_default();
+    /// The claim's three script arguments: first, latest, and the unconfirmed scores
+    /// joined by commas ('' = none).
+    fn args(&self) -> [String; 3] {
+        let unconfirmed: Vec<String> = self.unconfirmed.iter().map(f64::to_string).collect();
         [
             self.first.to_string(),
             self.latest.to_string(),
-            maybe(self.unconfirmed[0]),
-            maybe(self.unconfirmed[1]),
+            unconfirmed.join(","),
         ]
     }
 }
@@ -299,7 +299,7 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         )
-        .arg(&m.if_score_is.map(|claim| claim.args()).unwrap_or_default()[..]);
+        .arg(&m.if_score_is.as_ref().map(Claim::args).unwrap_or_default()[..]);
     let moved: i64 = call.invoke_async(&mut tiger.connection()).await?;
     Ok(moved == 1)
 }

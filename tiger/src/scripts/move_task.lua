@@ -11,8 +11,8 @@
 --       name on when the task becomes queued ('' = none), 10 '1' if moving out of error,
 --       11 the highest from-score to accept ('' = any): recovery of a lost task passes its
 --       cutoff, so a task whose heartbeat came back meanwhile is left alone,
---       12 and 13 the lowest and highest from-score to accept ('' = any), 14 and 15 two more
---       scores to accept ('' = none): the worker that ran the task passes the range of
+--       12 and 13 the lowest and highest from-score to accept ('' = any), 14 more scores to
+--       accept, joined by commas: the worker that ran the task passes the range of
 --       heartbeats it knows it wrote and those it sent without an answer, so once another
 --       worker holds the task (with other scores), a late result changes nothing
 -- Returns 1, or 0 without changing anything when the id is not in the from zset (another
@@ -27,9 +27,10 @@ if ARGV[11] ~= '' and tonumber(score) > tonumber(ARGV[11]) then
 end
 if ARGV[12] ~= '' then
   local s = tonumber(score)
-  local mine = (s >= tonumber(ARGV[12]) and s <= tonumber(ARGV[13]))
-    or (ARGV[14] ~= '' and s == tonumber(ARGV[14]))
-    or (ARGV[15] ~= '' and s == tonumber(ARGV[15]))
+  local mine = s >= tonumber(ARGV[12]) and s <= tonumber(ARGV[13])
+  for sent in string.gmatch(ARGV[14], '[^,]+') do
+    mine = mine or s == tonumber(sent)
+  end
   if not mine then
     return 0
   end

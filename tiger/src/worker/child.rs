@@ -90,7 +90,7 @@ pub(crate) fn prepare(ready: &[(Job, Plan)]) -> ChildRun {
     } else {
         limits.sum()
     };
-    let report = std::env::temp_dir().join(format!("tiger-report-{}.json", TaskId::random()));
+    let report = private_dir().join(format!("report-{}.json", TaskId::random()));
     let request = Request {
         parent: std::process::id(),
         report,
@@ -170,7 +170,7 @@ async fn spawn_and_wait(
         return Ok(None);
     };
     let status = waited.map_err(|err| format!("cannot wait for the child process: {err}"))?;
-    if signalled(status) {
+    if !status.success() {
         return Err(died(status));
     }
     let report = match std::fs::read(&request.report) {
@@ -196,19 +196,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::io::Write::write_all(&mut options.open(path)?, bytes)
 }
 
-/// Whether the child was ended by a signal.
-fn signalled(status: std::process::ExitStatus) -> bool {
-    #[cfg(unix)]
-    {
-        std::os::unix::process::ExitStatusExt::signal(&status).is_some()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = status;
-        false
-    }
-}
-
 /// A child's process group while it runs, and its files: dropped with a leader (the run was
 /// cancelled or timed out), it kills the group; dropped at all, it removes the files.
 struct Group {
@@ -230,19 +217,36 @@ impl Drop for Group {
     }
 }
 
-/// Checks, when a worker with the process executor starts, that children can be given
-/// their requests: the temp dir must take a private file.
+/// The directory of this worker's request and report files: made (mode 0700, so no other
+/// user can read or plant files there) in the temp dir by [`check_temp_dir`].
+static PRIVATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn private_dir() -> PathBuf {
+    PRIVATE_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Makes, when a worker with the process executor starts, the private directory its
+/// children's requests and reports go through.
 pub(crate) fn check_temp_dir() -> crate::Result<()> {
-    let probe = std::env::temp_dir().join(format!("tiger-probe-{}", TaskId::random()));
-    let written = write_private(&probe, b"");
-    let _ = std::fs::remove_file(&probe);
-    written.map_err(|err| {
+    if PRIVATE_DIR.get().is_some() {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("tiger-{}", TaskId::random()));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).map_err(|err| {
         crate::Error::Config(format!(
             "the process executor hands tasks to its children through files in {}, which \
              cannot be written ({err}); set TMPDIR to a writable directory",
             std::env::temp_dir().display()
         ))
-    })
+    })?;
+    let _ = PRIVATE_DIR.set(dir);
+    Ok(())
 }
 
 /// The failure of a group whose child was killed at its limit.
@@ -301,6 +305,25 @@ pub fn serve_executor_child(config: &Config) {
     let Some(request_file) = std::env::var_os(CHILD_ENV) else {
         return;
     };
+    // The worker decides when its tasks stop (a hand-back, a kill at the limit): from the
+    // start, a SIGINT or SIGTERM sent to the whole group or cgroup is caught here and
+    // ignored. (A caught signal, unlike an ignored one, is reset for the task's own
+    // subprocesses.)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| {
+            eprintln!("error: cannot start the Tokio runtime: {err}");
+            std::process::exit(2);
+        });
+    #[cfg(unix)]
+    let _ignored = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    });
     crate::cli::init_logging();
     let request = std::fs::read(&request_file)
         .map_err(|e| e.to_string())
@@ -315,7 +338,9 @@ pub fn serve_executor_child(config: &Config) {
     };
     watch_parent(request.parent);
     let path = request.report.clone();
-    let report = serve(config, request);
+    let report = serve(&runtime, config, request);
+    // Do not wait for a plain fn's thread past its limit: the process exits next.
+    runtime.shutdown_background();
     let staged = path.with_extension("partial");
     let written = serde_json::to_vec(&report)
         .map_err(|e| e.to_string())
@@ -341,6 +366,11 @@ fn watch_parent(parent: u32) {
         loop {
             if std::os::unix::process::parent_id() != parent {
                 eprintln!("error: the worker that started this task's process is gone; stopping");
+                // This process leads its group: the task's own processes go with it.
+                if let Ok(me) = i32::try_from(std::process::id()) {
+                    use nix::sys::signal::{Signal, killpg};
+                    let _ = killpg(nix::unistd::Pid::from_raw(me), Signal::SIGKILL);
+                }
                 std::process::exit(3);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -351,14 +381,7 @@ fn watch_parent(parent: u32) {
 }
 
 /// Runs the requested tasks as the worker would in-process and says how it went.
-fn serve(config: &Config, request: Request) -> Report {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|err| {
-            eprintln!("error: cannot start the Tokio runtime: {err}");
-            std::process::exit(2);
-        });
+fn serve(runtime: &tokio::runtime::Runtime, config: &Config, request: Request) -> Report {
     let config = Config {
         redis_prefix: request.prefix.clone(),
         ..config.clone()
@@ -379,17 +402,7 @@ fn serve(config: &Config, request: Request) -> Report {
             }
         }
     }
-    let report = runtime.block_on(async {
-        // The worker decides when its tasks stop (a hand-back, a kill at the limit): a
-        // SIGINT or SIGTERM sent to the whole group or cgroup is caught here and ignored.
-        #[cfg(unix)]
-        let _ignored = {
-            use tokio::signal::unix::{SignalKind, signal};
-            (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            )
-        };
+    runtime.block_on(async {
         // The task's `delay` calls and `current_task()` need the worker's Redis and prefix.
         let connect = retrying("connect to Redis", || {
             Tiger::connect_with(&request.redis_url, config.clone())
@@ -447,8 +460,5 @@ fn serve(config: &Config, request: Request) -> Report {
                 Err((FailureRecord::of(&failure), verdicts))
             }
         }
-    });
-    // Do not wait for a plain fn's thread past its limit: the process exits next.
-    runtime.shutdown_background();
-    report
+    })
 }

@@ -44,7 +44,7 @@ struct ExecutionRecord<'a> {
 }
 
 /// Which task a finish is about.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Finished<'a> {
     pub(crate) queue: &'a str,
     pub(crate) id: &'a str,

@@ -15,11 +15,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scripts::Claim;
 
+/// How many unanswered heartbeats a lease remembers: more than fit in
+/// `ACTIVE_TASK_UPDATE_TIMEOUT` with TaskTiger's timers (6) or the test settings (10), after
+/// which the task would have been recovered anyway. Forgetting the oldest only ever makes
+/// the worker give a task up, never take one that is not its own.
+const UNCONFIRMED_KEPT: usize = 16;
+
 /// The scores this worker may have written for one task, shared by its job and the heartbeat.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease(Arc<Mutex<Scores>>);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Scores {
     claim: Claim,
     /// The job is writing the task's result: no more heartbeats.
@@ -32,7 +38,7 @@ impl Lease {
             claim: Claim {
                 first: score,
                 latest: score,
-                unconfirmed: [None; 2],
+                unconfirmed: Vec::new(),
             },
             settling: false,
         })))
@@ -50,26 +56,26 @@ impl Lease {
             if s.settling {
                 return None;
             }
-            let claim = s.claim;
-            let sent = claim.unconfirmed.iter().flatten().copied();
-            let score = sent.fold(now.max(claim.latest), f64::max);
-            // From now on this score may be in Redis; the oldest unknown one drops out.
-            s.claim.unconfirmed = [Some(score), claim.unconfirmed[0]];
+            let claim = s.claim.clone();
+            let score = claim
+                .unconfirmed
+                .iter()
+                .fold(now.max(claim.latest), |a, b| a.max(*b));
+            // From now on this score may be in Redis, until Redis says it is.
+            s.claim.unconfirmed.push(score);
+            if s.claim.unconfirmed.len() > UNCONFIRMED_KEPT {
+                s.claim.unconfirmed.remove(0);
+            }
             Some((claim, score))
         })
     }
 
-    /// Redis answered that the heartbeat with `score` was written.
+    /// Redis answered that the heartbeat with `score` was written: anything sent before is
+    /// superseded.
     pub(crate) fn confirm(&self, score: f64) {
         self.with(|s| {
-            let claim = &mut s.claim;
-            claim.latest = claim.latest.max(score);
-            // Anything sent before is superseded by this score.
-            for slot in &mut claim.unconfirmed {
-                if slot.is_some_and(|sent| sent <= score) {
-                    *slot = None;
-                }
-            }
+            s.claim.latest = s.claim.latest.max(score);
+            s.claim.unconfirmed.retain(|sent| *sent > score);
         });
     }
 
@@ -77,8 +83,14 @@ impl Lease {
     pub(crate) fn settle(&self) -> Claim {
         self.with(|s| {
             s.settling = true;
-            s.claim
+            s.claim.clone()
         })
+    }
+
+    /// Whether the job is writing the result (so a heartbeat that found the task gone may
+    /// have been overtaken by that very write).
+    pub(crate) fn settling(&self) -> bool {
+        self.with(|s| s.settling)
     }
 }
 
@@ -86,29 +98,29 @@ impl Lease {
 mod tests {
     use super::*;
 
-    fn claim(first: f64, latest: f64, unconfirmed: [Option<f64>; 2]) -> Claim {
+    fn claim(first: f64, latest: f64, unconfirmed: &[f64]) -> Claim {
         Claim {
             first,
             latest,
-            unconfirmed,
+            unconfirmed: unconfirmed.to_vec(),
         }
     }
 
     #[test]
     fn confirmed_heartbeats_grow_the_range_and_unanswered_ones_count_exactly() {
         let lease = Lease::new(10.0);
-        assert_eq!(
-            lease.renew(11.0),
-            Some((claim(10.0, 10.0, [None; 2]), 11.0))
-        );
+        assert_eq!(lease.renew(11.0), Some((claim(10.0, 10.0, &[]), 11.0)));
         // Unanswered: 11 counts as itself, not the stretch from 10 to 11.
+        assert_eq!(lease.renew(12.0), Some((claim(10.0, 10.0, &[11.0]), 12.0)));
         assert_eq!(
-            lease.renew(12.0),
-            Some((claim(10.0, 10.0, [Some(11.0), None]), 12.0))
+            lease.renew(13.0),
+            Some((claim(10.0, 10.0, &[11.0, 12.0]), 13.0)),
+            "every unanswered one is kept"
         );
         lease.confirm(12.0);
-        assert_eq!(lease.settle(), claim(10.0, 12.0, [None; 2]));
-        assert_eq!(lease.renew(13.0), None, "no heartbeat once settling");
+        assert_eq!(lease.settle(), claim(10.0, 12.0, &[13.0]));
+        assert!(lease.settling());
+        assert_eq!(lease.renew(14.0), None, "no heartbeat once settling");
     }
 
     #[test]

@@ -814,6 +814,13 @@ impl Loop {
                 {
                     if kept {
                         lease.confirm(*score);
+                    } else if lease.settling() {
+                        // Its own result may have been written first; the fenced result
+                        // write decides.
+                        tracing::debug!(
+                            task_id = id,
+                            "heartbeat overtaken by the task's own result"
+                        );
                     } else {
                         // Recovered (and perhaps running elsewhere): stop our copy so it
                         // does no more work. A plain fn's thread cannot be stopped.
