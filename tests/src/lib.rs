@@ -279,6 +279,18 @@ impl Fixture {
             .collect()
     }
 
+    /// The task locks now in Redis (`<prefix>:lockv2:*` but the sweeps' rate limits).
+    pub async fn task_locks(&self) -> Vec<String> {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:lockv2:*", self.tiger.keys().prefix()))
+            .query_async(&mut self.tiger.connection())
+            .await
+            .unwrap();
+        keys.into_iter()
+            .filter(|key| !key.contains(":lockv2:queue_"))
+            .collect()
+    }
+
     /// The stored JSON of task `id`, parsed.
     pub async fn body(&self, id: &str) -> Option<serde_json::Value> {
         let body: Option<String> = redis::cmd("GET")

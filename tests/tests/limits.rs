@@ -142,15 +142,8 @@ async fn a_run_that_loses_its_task_lock_is_stopped_and_recorded() {
         .unwrap();
     let worker = spawn_worker(Worker::new(fx.tiger.clone()));
     tiger::testing::wait_until(WAIT, "the task to start", || async { count(&token) == 1 }).await;
-    let locks: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:lockv2:*", fx.tiger.keys().prefix()))
-        .query_async(&mut fx.tiger.connection())
-        .await
-        .unwrap();
-    let lock = locks
-        .iter()
-        .find(|key| !key.contains("queue_"))
-        .expect("the task lock");
+    let locks = fx.task_locks().await;
+    let lock = locks.first().expect("the task lock");
     // The lock vanishes under the run (an operator, or a shorter lock of another worker):
     // it must not go on beside a twin that could now take the lock.
     redis::cmd("DEL")

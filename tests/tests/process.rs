@@ -560,6 +560,32 @@ async fn a_plain_fn_stuck_past_its_hard_timeout_makes_the_worker_restart_and_go_
     stop_gracefully(&mut worker, &log).await;
 }
 
+/// The pids of the processes that started a `pid_gate` task in `dir`.
+fn gate_pids(dir: &TempDir) -> Vec<u32> {
+    std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("started-")?
+                .parse::<u32>()
+                .ok()
+        })
+        .collect()
+}
+
+/// Waits until a `pid_gate` task in `dir` runs in a child process; returns its pid.
+async fn gate_child(dir: &TempDir) -> u32 {
+    wait_until(
+        Duration::from_secs(20),
+        "the task to start in a child",
+        || async { !gate_pids(dir).is_empty() },
+    )
+    .await;
+    gate_pids(dir)[0]
+}
+
 /// `time_failed - time_started` of the only record of `id`, with the record.
 async fn run_time(fx: &Fixture, id: &str) -> (f64, serde_json::Value) {
     let records = fx.executions(id).await;
@@ -641,25 +667,8 @@ async fn a_child_that_aborts_or_is_killed_fails_only_its_task() {
         record["traceback"].as_str().unwrap().contains("SIGABRT"),
         "{record}"
     );
-    let started = || {
-        std::fs::read_dir(&dir.0)
-            .unwrap()
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix("started-")?
-                    .parse()
-                    .ok()
-            })
-            .collect::<Vec<u32>>()
-    };
-    wait_until(
-        Duration::from_secs(20),
-        "the gate to start in a child",
-        || async { !started().is_empty() },
-    )
-    .await;
+    let started = || gate_pids(&dir);
+    gate_child(&dir).await;
     let first = started()[0];
     assert_ne!(first, worker.id(), "runs in a child, not in the worker");
     assert!(
@@ -902,28 +911,7 @@ async fn a_child_stops_when_its_worker_is_killed() {
         .await
         .unwrap();
     let mut worker = start_worker(&fx, &log, &["-q", "pid", "--executor", "process"]);
-    let child = {
-        let started = || {
-            std::fs::read_dir(&dir.0)
-                .unwrap()
-                .filter_map(|e| {
-                    e.ok()?
-                        .file_name()
-                        .to_str()?
-                        .strip_prefix("started-")?
-                        .parse::<u32>()
-                        .ok()
-                })
-                .next()
-        };
-        wait_until(
-            Duration::from_secs(20),
-            "the task to start in a child",
-            || async { started().is_some() },
-        )
-        .await;
-        started().unwrap()
-    };
+    let child = gate_child(&dir).await;
     worker.kill().unwrap();
     worker.wait().unwrap();
     wait_until(
@@ -1059,26 +1047,7 @@ async fn a_sigterm_to_every_process_of_the_worker_leaves_the_child_its_grace_per
         .unwrap();
     let flags = ["-q", "pid", "--executor", "process", "--grace-period", "20"];
     let mut worker = start_worker(&fx, &log, &flags);
-    let started = || {
-        std::fs::read_dir(&dir.0)
-            .unwrap()
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix("started-")?
-                    .parse::<u32>()
-                    .ok()
-            })
-            .next()
-    };
-    wait_until(
-        Duration::from_secs(20),
-        "the task to start in a child",
-        || async { started().is_some() },
-    )
-    .await;
-    let child = started().unwrap();
+    let child = gate_child(&dir).await;
     // What systemd's default KillMode does: SIGTERM to every process of the unit.
     for pid in [worker.id(), child] {
         assert!(

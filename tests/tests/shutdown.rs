@@ -100,14 +100,7 @@ async fn a_task_cut_short_by_the_shutdown_releases_its_lock() {
     // Only the error entry is left: no lock (`Fixture::keys` would list one that lapses
     // by itself only if it had no TTL, so look for it directly).
     fx.assert_only_errored("locked", &[id.as_str()]).await;
-    let locks: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:lockv2:*", fx.tiger.keys().prefix()))
-        .query_async(&mut fx.tiger.connection())
-        .await
-        .unwrap();
-    assert!(
-        locks.iter().all(|key| key.contains(":queue_")),
-        "the task lock was given back: {locks:?}"
-    );
+    let locks = fx.task_locks().await;
+    assert!(locks.is_empty(), "the task lock was given back: {locks:?}");
     Invariants::new().assert(&fx.tiger).await;
 }
