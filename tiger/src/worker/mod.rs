@@ -496,7 +496,14 @@ impl Loop {
                     tracing::info!(in_flight = self.in_flight.len(), "the --exit-after time has passed: taking no more tasks, restarting once those in flight finish");
                     stopping = Some(Stopped::ExitAfter);
                 }
-                Some(done) = self.in_flight.join_next_with_id() => self.forget(done).await,
+                Some(done) = self.in_flight.join_next_with_id() => {
+                    self.forget(done).await;
+                    // Every group that ended meanwhile too, so the next dequeue fills all
+                    // their slots in one call rather than one slot per call.
+                    while let Some(done) = self.in_flight.try_join_next_with_id() {
+                        self.forget(done).await;
+                    }
+                }
                 _ = heartbeat.tick(), if !self.running.is_empty() => {
                     // Never hold up the loop (and a signal) long.
                     let limit = config.active_task_update_timer.min(HEARTBEAT_WAIT);
