@@ -42,7 +42,7 @@ struct Args {
     concurrency: usize,
 }
 
-/// Enqueue → start delays seen by [`noop`], in microseconds.
+/// Enqueue → start delays seen by [`noop()`], in microseconds.
 static DELAYS: LazyLock<Mutex<Vec<u64>>> = LazyLock::new(Default::default);
 
 /// The benchmark task: does nothing. With `n` above 1e15 it is an enqueue time in
