@@ -991,6 +991,23 @@ async fn s08_a_storm_of_script_flushes_loses_no_result() {
     );
 }
 
+/// Starts a worker process on `queue`, waits until it has started step 1 (see
+/// `file_step`), SIGKILLs it, and returns when it was killed and its pid.
+async fn kill_mid_step(fx: &Fixture, dir: &TempDir, queue: &str) -> (Instant, u32) {
+    let mut w1 = Process::start(
+        fx.redis.url(),
+        &fx.tiger,
+        &dir.path("w1.log"),
+        &["-q", queue],
+    );
+    wait_until(Duration::from_secs(20), "w1 to start the task", || async {
+        marked(&dir.0, "started", 1) == [w1.pid()]
+    })
+    .await;
+    w1.kill();
+    (Instant::now(), w1.pid())
+}
+
 // ---------------------------------------------------------------------------------------
 // S09 (B): a lost task is recovered by a worker of another queue
 
@@ -1002,18 +1019,7 @@ async fn s09b_a_task_whose_worker_is_killed_is_recovered_by_a_worker_of_another_
         .on(&fx.tiger)
         .await
         .unwrap();
-    let mut w1 = Process::start(
-        fx.redis.url(),
-        &fx.tiger,
-        &dir.path("w1.log"),
-        &["-q", "faults-files"],
-    );
-    wait_until(Duration::from_secs(20), "w1 to start the task", || async {
-        marked(&dir.0, "started", 1) == [w1.pid()]
-    })
-    .await;
-    w1.kill();
-    let killed = Instant::now();
+    let (killed, w1) = kill_mid_step(&fx, &dir, "faults-files").await;
 
     let other = spawn_worker(Worker::new(fx.tiger.clone()).queues(["faults-elsewhere"]));
     let bound = recovery_bound(fx.tiger.config());
@@ -1042,7 +1048,7 @@ async fn s09b_a_task_whose_worker_is_killed_is_recovered_by_a_worker_of_another_
     })
     .await;
     own.stop().await;
-    let mut runs = vec![w1.pid(), std::process::id()];
+    let mut runs = vec![w1, std::process::id()];
     runs.sort_unstable();
     assert_eq!(
         marked(&dir.0, "started", 1),
@@ -1283,18 +1289,7 @@ async fn s13_a_lock_left_by_a_killed_worker_expires_and_the_next_task_runs() {
         .on(&fx.tiger)
         .await
         .unwrap();
-    let mut w1 = Process::start(
-        fx.redis.url(),
-        &fx.tiger,
-        &dir.path("w1.log"),
-        &["-q", "faults-locked"],
-    );
-    wait_until(Duration::from_secs(20), "w1 to start the task", || async {
-        marked(&dir.0, "started", 1) == [w1.pid()]
-    })
-    .await;
-    w1.kill();
-    let killed = Instant::now();
+    let (killed, _) = kill_mid_step(&fx, &dir, "faults-locked").await;
     let locks = task_locks(&fx.tiger).await;
     assert_eq!(locks.len(), 1, "the dead worker's lock: {locks:?}");
     let lock = locks[0].clone();

@@ -586,6 +586,17 @@ async fn gate_child(dir: &TempDir) -> u32 {
     gate_pids(dir)[0]
 }
 
+/// Enqueues a `pid_gate` task, starts the worker binary with `flags` (logging to
+/// `worker.log` in `dir`) and returns it with the pid of the child running the task.
+async fn gate_in_child(fx: &Fixture, dir: &TempDir, flags: &[&str]) -> (Child, u32) {
+    pid_gate::delay(dir.0.to_string_lossy().into_owned())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let worker = start_worker(fx, &dir.path("worker.log"), flags);
+    (worker, gate_child(dir).await)
+}
+
 /// `time_failed - time_started` of the only record of `id`, with the record.
 async fn run_time(fx: &Fixture, id: &str) -> (f64, serde_json::Value) {
     let records = fx.executions(id).await;
@@ -905,13 +916,8 @@ async fn a_childs_output_and_its_own_children_do_not_change_its_outcome() {
 async fn a_child_stops_when_its_worker_is_killed() {
     let fx = Fixture::new().await;
     let dir = TempDir::new();
-    let log = dir.path("worker.log");
-    pid_gate::delay(dir.0.to_string_lossy().into_owned())
-        .on(&fx.tiger)
-        .await
-        .unwrap();
-    let mut worker = start_worker(&fx, &log, &["-q", "pid", "--executor", "process"]);
-    let child = gate_child(&dir).await;
+    let (mut worker, child) =
+        gate_in_child(&fx, &dir, &["-q", "pid", "--executor", "process"]).await;
     worker.kill().unwrap();
     worker.wait().unwrap();
     wait_until(
@@ -1041,13 +1047,8 @@ async fn a_sigterm_to_every_process_of_the_worker_leaves_the_child_its_grace_per
     let fx = Fixture::new().await;
     let dir = TempDir::new();
     let log = dir.path("worker.log");
-    pid_gate::delay(dir.0.to_string_lossy().into_owned())
-        .on(&fx.tiger)
-        .await
-        .unwrap();
     let flags = ["-q", "pid", "--executor", "process", "--grace-period", "20"];
-    let mut worker = start_worker(&fx, &log, &flags);
-    let child = gate_child(&dir).await;
+    let (mut worker, child) = gate_in_child(&fx, &dir, &flags).await;
     // What systemd's default KillMode does: SIGTERM to every process of the unit.
     for pid in [worker.id(), child] {
         assert!(
