@@ -1074,3 +1074,27 @@ async fn a_sigterm_to_every_process_of_the_worker_leaves_the_child_its_grace_per
     assert!(dir.path(&format!("finished-{child}")).exists());
     fx.assert_keys([]).await;
 }
+
+#[tokio::test]
+async fn the_process_executor_leaves_nothing_in_the_temp_dir() {
+    let fx = Fixture::new().await;
+    let (dir, tmp) = (TempDir::new(), TempDir::new());
+    let log = dir.path("worker.log");
+    let tmp_path = tmp.0.to_string_lossy().into_owned();
+    let env = [("REDIS_URL", fx.redis.url()), ("TMPDIR", tmp_path.as_str())];
+    let flags = [
+        "--prefix",
+        fx.tiger.keys().prefix(),
+        "--executor",
+        "process",
+    ];
+    let mut worker = spawn_binary(&env, &flags, &log);
+    runs_next_task(&fx, &dir).await;
+    stop_gracefully(&mut worker, &log).await;
+    let left: Vec<_> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}

@@ -231,10 +231,13 @@ fn private_dir() -> PathBuf {
 /// Makes, when a worker with the process executor starts, the private directory its
 /// children's requests and reports go through.
 pub(crate) fn check_temp_dir() -> crate::Result<()> {
-    if PRIVATE_DIR.get().is_some() {
+    // One name per process; made again if a worker that stopped before removed it.
+    let dir = PRIVATE_DIR
+        .get_or_init(|| std::env::temp_dir().join(format!("tiger-{}", TaskId::random())))
+        .clone();
+    if dir.is_dir() {
         return Ok(());
     }
-    let dir = std::env::temp_dir().join(format!("tiger-{}", TaskId::random()));
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
@@ -245,8 +248,15 @@ pub(crate) fn check_temp_dir() -> crate::Result<()> {
             std::env::temp_dir().display()
         ))
     })?;
-    let _ = PRIVATE_DIR.set(dir);
     Ok(())
+}
+
+/// Removes the private directory when the worker stops (empty by then: every run removed
+/// its files), so restarts leave nothing behind in the temp dir.
+pub(crate) fn remove_private_dir() {
+    if let Some(dir) = PRIVATE_DIR.get() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// The failure of a group whose child was killed at its limit.

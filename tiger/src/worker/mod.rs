@@ -352,6 +352,9 @@ impl Worker {
             exit_after: self.exit_after,
         };
         let stopped = state.run(self.once, signals).await;
+        if self.executor == Executor::Process {
+            child::remove_private_dir();
+        }
         tracing::info!(reason = ?stopped, "worker stopped");
         Ok(stopped)
     }
