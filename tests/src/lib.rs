@@ -855,3 +855,7 @@ pub fn sleeper_then_stuck(dir: String) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(60));
     Ok(())
 }
+
+/// A task without parameters, for `delay_many` of `()` items.
+#[tiger::task(queue = "bare")]
+pub async fn no_arguments() {}

@@ -249,6 +249,21 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> To
          first (`.queue(...)`, `.on(&tiger)`)."
     );
 
+    let delay_many_doc = format!(
+        "Enqueues many calls of [`{fn_name}()`](fn@{fn_name}) when the returned \
+         [`DelayMany`](::tiger::DelayMany) is awaited: one item per call, {item}. They are \
+         written in pipelines, each task as `delay` writes it.",
+        item = match idents.len() {
+            0 => "`()`",
+            1 => "the argument",
+            _ => "a tuple of the arguments",
+        }
+    );
+    let (item_type, item_pattern) = match (idents.as_slice(), types.as_slice()) {
+        ([ident], [ty]) => (quote!(#ty), quote!(#ident)),
+        _ => (quote!((#(#types,)*)), quote!((#(#idents,)*))),
+    };
+
     quote! {
         #func
 
@@ -274,6 +289,15 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> To
                 ::tiger::Delay::new(
                     &Self::SPEC,
                     ::tiger::__private::ArgsWriter::new()#(#writes)*.finish(),
+                )
+            }
+
+            #[doc = #delay_many_doc]
+            #vis fn delay_many(
+                calls: impl ::core::iter::IntoIterator<Item = #item_type>,
+            ) -> ::tiger::DelayMany {
+                ::tiger::DelayMany::new(
+                    calls.into_iter().map(|#item_pattern| Self::delay(#(#idents),*)),
                 )
             }
         }

@@ -134,6 +134,11 @@ impl Tiger {
     }
 
     /// The Redis URL this handle connected to (with its password, if any).
+    /// Whether `other` is a clone of this handle (same connection, config and prefix).
+    pub(crate) fn same_handle(&self, other: &Tiger) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub(crate) fn url(&self) -> &str {
         &self.inner.url
     }

@@ -203,7 +203,8 @@ impl Delay {
         self
     }
 
-    async fn enqueue(self) -> Result<TaskId> {
+    /// Checks the call and builds what will be written; touches no Redis.
+    async fn prepare(self, tiger: Option<Tiger>) -> Result<Ready> {
         let spec = self.spec;
         let serialize_error = |source| Error::Serialize {
             task: spec.name.to_owned(),
@@ -225,7 +226,7 @@ impl Delay {
                 }
             }
         })?;
-        let tiger = match self.tiger.or_else(current::current) {
+        let tiger = match tiger.or(self.tiger).or_else(current::current) {
             Some(tiger) => tiger,
             None => Tiger::global().await?,
         };
@@ -322,41 +323,215 @@ impl Delay {
             scheduled_at: score,
         };
         let json = serde_json::to_string(&task).map_err(serialize_error)?;
-        if config.always_eager && state == State::Queued {
-            return eager::run(&tiger, spec, queue, id.clone(), &task, max_queue_size).await;
-        }
-        let step = Enqueue {
+        let hard_timeout = task.hard_timeout;
+        let queue = queue.to_owned();
+        Ok(Ready {
+            spec,
             queue,
-            id: id.as_str(),
+            id,
             state,
             score,
-            json: &json,
+            json,
             unique,
             max_queue_size,
-        };
-        match scripts::enqueue(&tiger, &step).await? {
-            Enqueued::Written => {}
-            Enqueued::QueueFull => {
-                return Err(Error::QueueFull {
-                    queue: queue.to_owned(),
-                    max: max_queue_size.unwrap_or(0),
-                });
-            }
-            Enqueued::UniqueInAnotherQueue => {
-                return Err(Error::UniqueInAnotherQueue {
-                    id: id.to_string(),
-                    queue: queue.to_owned(),
-                });
-            }
-        }
-        tracing::debug!(task_id = %id, func = spec.name, queue, state = %state, "task enqueued");
-        Ok(id)
+            args,
+            kwargs,
+            hard_timeout,
+            tiger,
+        })
     }
 }
 
 impl IntoFuture for Delay {
     type Output = Result<TaskId>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<TaskId>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ready = self.prepare(None).await?;
+            if ready.eager() {
+                return eager::run(ready).await;
+            }
+            let answer = scripts::enqueue(&ready.tiger, &ready.step()).await?;
+            ready.outcome(answer)
+        })
+    }
+}
+
+/// A checked call: the JSON and where it goes, written by [`Delay`] or [`DelayMany`].
+#[derive(Debug)]
+struct Ready {
+    spec: &'static TaskSpec,
+    queue: String,
+    id: TaskId,
+    state: State,
+    score: f64,
+    json: String,
+    unique: bool,
+    max_queue_size: Option<u64>,
+    /// What an eager run needs besides the JSON.
+    args: Option<Box<RawValue>>,
+    kwargs: Option<Box<RawValue>>,
+    hard_timeout: Option<f64>,
+    tiger: Tiger,
+}
+
+impl Ready {
+    /// `ALWAYS_EAGER` runs a task due now in-process instead of writing it.
+    fn eager(&self) -> bool {
+        self.tiger.config().always_eager && self.state == State::Queued
+    }
+
+    fn step(&self) -> Enqueue<'_> {
+        Enqueue {
+            queue: &self.queue,
+            id: self.id.as_str(),
+            state: self.state,
+            score: self.score,
+            json: &self.json,
+            unique: self.unique,
+            max_queue_size: self.max_queue_size,
+        }
+    }
+
+    /// The id when `enqueue.lua` wrote the task, else the refusal.
+    fn outcome(self, answer: Enqueued) -> Result<TaskId> {
+        match answer {
+            Enqueued::Written => {
+                tracing::debug!(
+                    task_id = %self.id, func = self.spec.name, queue = self.queue,
+                    state = %self.state, "task enqueued"
+                );
+                Ok(self.id)
+            }
+            Enqueued::QueueFull => Err(Error::QueueFull {
+                queue: self.queue,
+                max: self.max_queue_size.unwrap_or(0),
+            }),
+            Enqueued::UniqueInAnotherQueue => Err(Error::UniqueInAnotherQueue {
+                id: self.id.to_string(),
+                queue: self.queue,
+            }),
+        }
+    }
+}
+
+/// Many task calls enqueued together: what `my_task::delay_many(...)` returns. Awaiting it
+/// checks every call first (a bad argument or option fails the whole call with nothing
+/// written), then writes them through pipelines of [`DelayMany::CHUNK`] calls of the same
+/// script a single [`Delay`] runs, so each task gets exactly the keys, JSON and checks it
+/// would get alone.
+///
+/// ```no_run
+/// # #[tiger::task(queue = "emails")]
+/// # async fn send_welcome(user_id: u64) {}
+/// # #[tiger::task]
+/// # async fn resize(photo: String, width: u32) {}
+/// # async fn demo(tiger: tiger::Tiger) -> tiger::Result<()> {
+/// send_welcome::delay_many(1..=10_000).on(&tiger).await?;
+/// resize::delay_many([("a.jpg".to_owned(), 640), ("b.jpg".to_owned(), 1024)])
+///     .each(|call| call.queue("photos.bulk"))
+///     .await?;
+/// // Calls of different tasks, each with its own options:
+/// tiger::DelayMany::new([send_welcome::delay(1), send_welcome::delay(2).unique(true)]).await?;
+/// # Ok(()) }
+/// ```
+///
+/// The answer is every id in call order. When some calls are refused
+/// ([`Error::QueueFull`], [`Error::UniqueInAnotherQueue`]) the others are still written,
+/// and the answer is [`Error::PartlyEnqueued`] naming both. A Redis error mid-way can leave
+/// the calls of earlier pipelines written; enqueueing the same unique tasks again is safe.
+#[must_use = "a `DelayMany` enqueues nothing until it is awaited"]
+#[derive(Debug)]
+pub struct DelayMany {
+    calls: Vec<Delay>,
+    tiger: Option<Tiger>,
+}
+
+impl DelayMany {
+    /// Calls written per pipeline (one round trip each).
+    pub const CHUNK: usize = 1_000;
+
+    /// A batch of calls made with `my_task::delay(...)`, of one task or several, each with
+    /// its own per-call options.
+    pub fn new(calls: impl IntoIterator<Item = Delay>) -> DelayMany {
+        DelayMany {
+            calls: calls.into_iter().collect(),
+            tiger: None,
+        }
+    }
+
+    /// Enqueues every call through `tiger` (it overrides a call's own `.on`). Without it,
+    /// the handle is chosen as for [`Delay::on`].
+    pub fn on(mut self, tiger: &Tiger) -> DelayMany {
+        self.tiger = Some(tiger.clone());
+        self
+    }
+
+    /// Applies per-call options to every call: `.each(|call| call.queue("bulk"))`.
+    pub fn each(mut self, options: impl FnMut(Delay) -> Delay) -> DelayMany {
+        self.calls = self.calls.into_iter().map(options).collect();
+        self
+    }
+
+    async fn enqueue(self) -> Result<Vec<TaskId>> {
+        let tiger = match self.tiger.or_else(current::current) {
+            Some(tiger) => Some(tiger),
+            None if self.calls.iter().all(|call| call.tiger.is_none()) => {
+                Some(Tiger::global().await?)
+            }
+            None => None,
+        };
+        let mut ready = Vec::with_capacity(self.calls.len());
+        for call in self.calls {
+            ready.push(call.prepare(tiger.clone()).await?);
+        }
+        let mut answers = Vec::with_capacity(ready.len());
+        let mut waiting = ready.iter().peekable();
+        while let Some(first) = waiting.peek() {
+            // One pipeline per run of calls through the same handle; an eager call runs alone.
+            let handle = first.tiger.clone();
+            if first.eager() {
+                answers.push(None);
+                waiting.next();
+                continue;
+            }
+            let mut steps = Vec::new();
+            while let Some(next) = waiting.next_if(|r| {
+                !r.eager() && r.tiger.same_handle(&handle) && steps.len() < DelayMany::CHUNK
+            }) {
+                steps.push(next.step());
+            }
+            answers.extend(
+                scripts::enqueue_many(&handle, &steps)
+                    .await?
+                    .into_iter()
+                    .map(Some),
+            );
+        }
+        let mut enqueued = Vec::with_capacity(ready.len());
+        let mut refused = Vec::new();
+        for (index, (ready, answer)) in ready.into_iter().zip(answers).enumerate() {
+            let outcome = match answer {
+                Some(answer) => ready.outcome(answer),
+                None => eager::run(ready).await,
+            };
+            match outcome {
+                Ok(id) => enqueued.push(id),
+                Err(err) => refused.push((index, err)),
+            }
+        }
+        if refused.is_empty() {
+            Ok(enqueued)
+        } else {
+            Err(Error::PartlyEnqueued { enqueued, refused })
+        }
+    }
+}
+
+impl IntoFuture for DelayMany {
+    type Output = Result<Vec<TaskId>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Vec<TaskId>>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.enqueue())
@@ -453,12 +628,12 @@ fn as_kwargs(spec: &TaskSpec, list: &RawValue) -> Result<Box<RawValue>> {
 /// `ALWAYS_EAGER`: the task runs here and now, through the same decoding and execution as
 /// in a worker.
 mod eager {
-    use super::NewTask;
+    use super::Ready;
     use crate::{
-        Error, Result, Tiger,
+        Error, Result,
         keys::State,
         task::{
-            TaskId, TaskSpec,
+            TaskId,
             args::Args,
             current::{CurrentTask, Scope},
             registry::TaskEntry,
@@ -466,14 +641,19 @@ mod eager {
         worker::execute,
     };
 
-    pub(super) async fn run(
-        tiger: &Tiger,
-        spec: &'static TaskSpec,
-        queue: &str,
-        id: TaskId,
-        task: &NewTask<'_>,
-        max_queue_size: Option<u64>,
-    ) -> Result<TaskId> {
+    pub(super) async fn run(ready: Ready) -> Result<TaskId> {
+        let Ready {
+            tiger,
+            spec,
+            queue,
+            id,
+            max_queue_size,
+            args,
+            kwargs,
+            hard_timeout,
+            ..
+        } = ready;
+        let queue = queue.as_str();
         if let Some(max) = max_queue_size {
             let keys = tiger.keys();
             let mut pipe = redis::pipe();
@@ -497,7 +677,7 @@ mod eager {
             exception_name,
             traceback,
         };
-        let body = Args::parse(task.args, task.kwargs)
+        let body = Args::parse(args.as_deref(), kwargs.as_deref())
             .and_then(|args| (entry.call)(&args))
             .map_err(|err| failed(execute::INVALID_ARGUMENTS.to_owned(), err.to_string()))?;
         execute::install_panic_hook();
@@ -510,8 +690,7 @@ mod eager {
                 retries: 0,
             },
         };
-        let limit = task
-            .hard_timeout
+        let limit = hard_timeout
             .or(spec.hard_timeout)
             .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
             .unwrap_or(tiger.config().default_hard_timeout);

@@ -88,6 +88,21 @@ pub enum Error {
         queue: String,
     },
 
+    /// Some calls of a [`DelayMany`](crate::DelayMany) were refused (a full queue, a unique
+    /// task of another queue, an eager task that failed); the others were enqueued.
+    #[error(
+        "{} of {} calls enqueued; the first refusal (call {}): {}",
+        enqueued.len(), enqueued.len() + refused.len(),
+        refused.first().map_or(0, |r| r.0),
+        refused.first().map_or(String::new(), |r| r.1.to_string())
+    )]
+    PartlyEnqueued {
+        /// The ids written, in call order.
+        enqueued: Vec<crate::TaskId>,
+        /// Each refused call's position in the batch, with why.
+        refused: Vec<(usize, Error)>,
+    },
+
     /// With [`Config::always_eager`](crate::Config::always_eager), the task ran in-process
     /// and failed.
     #[error("task `{task}` failed: {traceback}")]

@@ -156,8 +156,8 @@ pub use cli::{
 };
 pub use client::{DEFAULT_REDIS_URL, Tiger};
 pub use config::Config;
-pub use enqueue::Delay;
 pub use enqueue::When;
+pub use enqueue::{Delay, DelayMany};
 pub use error::{Error, Result};
 pub use keys::State;
 pub use retry::{RetryMethod, exponential, fixed, linear};

@@ -10,7 +10,8 @@ use redis::Script;
 
 use crate::{Result, Tiger, keys::State};
 
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
+const ENQUEUE_LUA: &str = include_str!("enqueue.lua");
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_LUA));
 static DEQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("dequeue.lua")));
 static MOVE_TASK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("move_task.lua")));
 static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("schedule.lua")));
@@ -128,18 +129,21 @@ pub(crate) enum Enqueued {
     UniqueInAnotherQueue,
 }
 
-/// Writes the task and adds it to its queue in one atomic step.
-pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueued> {
+/// `EVALSHA` of `enqueue.lua` for one task: sent alone by [`enqueue`], in pipelines by
+/// [`enqueue_many`].
+fn enqueue_cmd(tiger: &Tiger, task: &Enqueue<'_>) -> redis::Cmd {
     let keys = tiger.keys();
     let publish = task.state == State::Queued && tiger.config().publish_queued_tasks;
-    let mut call = ENQUEUE.prepare_invoke();
-    call.key(keys.queue(task.state, task.queue))
-        .key(keys.state_set(task.state))
-        .key(keys.task(task.id));
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(ENQUEUE.get_hash())
+        .arg(3 + State::ALL.len())
+        .arg(keys.queue(task.state, task.queue))
+        .arg(keys.state_set(task.state))
+        .arg(keys.task(task.id));
     for state in State::ALL {
-        call.key(keys.queue(state, task.queue));
+        cmd.arg(keys.queue(state, task.queue));
     }
-    call.arg(task.queue)
+    cmd.arg(task.queue)
         .arg(task.id)
         .arg(task.score)
         .arg(task.json)
@@ -154,12 +158,77 @@ pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueue
                 .unwrap_or_default(),
         )
         .arg(if task.unique { "1" } else { "0" });
-    let answer: i64 = call.invoke_async(&mut tiger.connection()).await?;
-    Ok(match answer {
+    cmd
+}
+
+fn enqueued(answer: i64) -> Enqueued {
+    match answer {
         -1 => Enqueued::QueueFull,
         -2 => Enqueued::UniqueInAnotherQueue,
         _ => Enqueued::Written,
-    })
+    }
+}
+
+fn is_noscript(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// Writes the task and adds it to its queue in one atomic step.
+pub(crate) async fn enqueue(tiger: &Tiger, task: &Enqueue<'_>) -> Result<Enqueued> {
+    let cmd = enqueue_cmd(tiger, task);
+    let mut conn = tiger.connection();
+    let answer: i64 = match cmd.query_async(&mut conn).await {
+        Err(err) if is_noscript(&err) => {
+            // Redis restarted or was flushed of scripts: load it, then the same call again
+            // (nothing was written by the refused one).
+            let _: String = ENQUEUE.load_async(&mut conn).await?;
+            cmd.query_async(&mut conn).await?
+        }
+        answer => answer?,
+    };
+    Ok(enqueued(answer))
+}
+
+/// Runs [`enqueue`] for each task through one pipeline, which loads the script first. A
+/// call refused with `NOSCRIPT` (a `SCRIPT FLUSH` racing the pipeline) wrote nothing and is
+/// sent again.
+pub(crate) async fn enqueue_many(tiger: &Tiger, tasks: &[Enqueue<'_>]) -> Result<Vec<Enqueued>> {
+    let mut answers: Vec<Option<Enqueued>> = vec![None; tasks.len()];
+    let mut conn = tiger.connection();
+    for _ in 0..3 {
+        let todo: Vec<usize> = (0..tasks.len()).filter(|i| answers[*i].is_none()).collect();
+        if todo.is_empty() {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(ENQUEUE_LUA)
+            .ignore();
+        for i in &todo {
+            pipe.add_command(enqueue_cmd(tiger, &tasks[*i]));
+        }
+        let replies: Vec<redis::RedisResult<i64>> = pipe.query_async(&mut conn).await?;
+        for (i, reply) in todo.into_iter().zip(replies) {
+            match reply {
+                Ok(answer) => answers[i] = Some(enqueued(answer)),
+                Err(err) if is_noscript(&err) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|answer| {
+            answer.ok_or_else(|| {
+                crate::Error::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
+                    "enqueue.lua was flushed from Redis three times during one pipeline",
+                )))
+            })
+        })
+        .collect()
 }
 
 /// A queue's semaphore as a dequeue uses it (see `dequeue.lua`).

@@ -1,0 +1,190 @@
+//! `delay_many`: many calls written through pipelines, each task as `delay` writes it.
+
+use tiger::{DelayMany, State};
+use tiger_tests::*;
+
+fn sorted<T: Ord + ToString>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+    let mut items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    items.sort();
+    items
+}
+
+#[tokio::test]
+async fn delay_many_writes_each_task_as_delay_does_and_a_worker_runs_them_all() {
+    let fx = Fixture::new().await;
+    let token = token();
+    // Three pipelines, the last one short.
+    let n = 2 * DelayMany::CHUNK + 7;
+    let labels: Vec<String> = (0..n).map(|i| format!("call {i}")).collect();
+    let ids = note::delay_many(labels.iter().map(|label| (token.clone(), label.clone())))
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), n);
+    assert_eq!(sorted(fx.ids(State::Queued, "default").await), sorted(&ids));
+
+    // Same fields as a single `delay` writes, and each call's own arguments.
+    let single = note::delay(token.clone(), "single".into())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let one = fx.body(ids[5].as_str()).await.unwrap();
+    let alone = fx.body(single.as_str()).await.unwrap();
+    assert_eq!(field_names(&one), field_names(&alone));
+    assert_eq!(one["func"], alone["func"]);
+    assert_eq!(one["args"], serde_json::json!([token, "call 5"]));
+    assert_eq!(one["id"], ids[5].as_str());
+
+    fx.drain().await;
+    let want = sorted(labels.iter().map(String::as_str).chain(["single"]));
+    assert_eq!(sorted(take::<String>(&token)), want);
+    fx.assert_keys([]).await;
+}
+
+#[tokio::test]
+async fn delay_many_gives_unique_tasks_the_ids_delay_gives_them() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let ids = note::delay_many([
+        (token.clone(), "a".to_owned()),
+        (token.clone(), "b".to_owned()),
+        (token.clone(), "a".to_owned()),
+    ])
+    .each(|call| call.unique(true).queue("bulk"))
+    .on(&fx.tiger)
+    .await
+    .unwrap();
+    assert_eq!(ids[0], ids[2], "the same call is the same unique task");
+    assert_ne!(ids[0], ids[1]);
+    let alone = note::delay(token.clone(), "a".into())
+        .unique(true)
+        .queue("bulk")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    assert_eq!(alone, ids[0]);
+    assert_eq!(fx.ids(State::Queued, "bulk").await.len(), 2);
+}
+
+#[tokio::test]
+async fn delay_many_writes_what_fits_and_names_each_refused_call() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let err = note::delay_many((0..5).map(|i| (token.clone(), format!("{i}"))))
+        .each(|call| call.max_queue_size(3))
+        .on(&fx.tiger)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    match err {
+        tiger::Error::PartlyEnqueued { enqueued, refused } => {
+            assert_eq!(enqueued.len(), 3);
+            assert_eq!(
+                sorted(fx.ids(State::Queued, "default").await),
+                sorted(&enqueued)
+            );
+            let positions: Vec<usize> = refused.iter().map(|(i, _)| *i).collect();
+            assert_eq!(positions, [3, 4]);
+            assert!(
+                refused
+                    .iter()
+                    .all(|(_, e)| matches!(e, tiger::Error::QueueFull { max: 3, .. })),
+                "{refused:?}"
+            );
+        }
+        other => panic!("expected `PartlyEnqueued`, got {other:?}"),
+    }
+    assert!(message.starts_with("3 of 5 calls enqueued"), "{message}");
+}
+
+#[tokio::test]
+async fn one_bad_call_fails_delay_many_before_anything_is_written() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let point = Point { x: 0.5, y: 2.0 };
+    let calls = (0..10).map(|i| {
+        let x = if i == 7 { f64::NAN } else { 1.0 };
+        floats::delay(
+            token.clone(),
+            x,
+            vec![],
+            std::collections::BTreeMap::new(),
+            point.clone(),
+        )
+    });
+    let err = DelayMany::new(calls).on(&fx.tiger).await.unwrap_err();
+    assert!(
+        matches!(&err, tiger::Error::NonFiniteFloat { path, .. } if path == "x"),
+        "{err:?}"
+    );
+    fx.assert_keys(Vec::new()).await;
+}
+
+/// The pipeline loads the script itself, and a single `delay` reloads it on `NOSCRIPT`.
+#[tokio::test]
+async fn delay_and_delay_many_work_after_the_script_cache_is_flushed() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let flush = || async {
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut fx.tiger.connection())
+            .await
+            .unwrap();
+    };
+    flush().await;
+    note::delay_many([(token.clone(), "many".to_owned())])
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    flush().await;
+    note::delay(token.clone(), "one".into())
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    fx.drain().await;
+    assert_eq!(sorted(take::<String>(&token)), ["many", "one"]);
+}
+
+/// Calls of several tasks in one batch, a task without parameters, and eager mode.
+#[tokio::test]
+async fn delay_many_takes_mixed_calls_and_runs_them_in_process_when_eager() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let ids = DelayMany::new([
+        note::delay(token.clone(), "first".into()),
+        sync_echo::delay(token.clone(), 2).queue("other"),
+    ])
+    .on(&fx.tiger)
+    .await
+    .unwrap();
+    assert_eq!(fx.ids(State::Queued, "default").await, [ids[0].to_string()]);
+    assert_eq!(fx.ids(State::Queued, "other").await, [ids[1].to_string()]);
+    assert_eq!(
+        no_arguments::delay_many([(), ()])
+            .on(&fx.tiger)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let eager = fx
+        .redis
+        .tiger_with(tiger::Config {
+            always_eager: true,
+            ..tiger::testing::test_config()
+        })
+        .await
+        .unwrap();
+    let eager_token = tiger_tests::token();
+    note::delay_many([
+        (eager_token.clone(), "x".to_owned()),
+        (eager_token.clone(), "y".to_owned()),
+    ])
+    .on(&eager)
+    .await
+    .unwrap();
+    assert_eq!(sorted(take::<String>(&eager_token)), ["x", "y"]);
+    assert!(fx.redis.keys(&eager).await.unwrap().is_empty());
+}
