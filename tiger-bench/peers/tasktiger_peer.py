@@ -61,7 +61,7 @@ def latency(count):
 def main(argv):
     scenario, count = argv[0], int(argv[1])
     value = {"enqueue": enqueue, "latency": latency}[scenario](count)
-    print(json.dumps({"value": value}))
+    print(json.dumps({"values": [value]}))
 
 
 if __name__ == "__main__":

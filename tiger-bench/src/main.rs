@@ -1,300 +1,408 @@
-//! `cargo run --release -p tiger-bench`: tiger's speed, measured on a private redis-server
-//! (a free loopback port, no persistence), one fresh Redis state per scenario, a no-op task
-//! with one small integer argument. Prints one table with the median of `--runs` runs and
-//! their spread, then the Redis commands each scenario issued per task (`INFO
-//! commandstats`), so the next optimisation is visible.
+//! `cargo run --release -p tiger-bench -- --compare`: tiger side by side with Python
+//! TaskTiger and BullMQ, on one private redis-server (a free loopback port, no persistence)
+//! in one run. Without `--compare`, tiger alone.
 //!
-//! Scenarios (the numbering of issue 5):
+//! Every scenario starts from a fresh Redis (`FLUSHALL`); the task is a no-op with one small
+//! integer argument. Scenarios (the numbering of issue 5):
 //! - S1 enqueue: one producer, one task at a time, awaiting each → tasks/s.
-//! - S3 drain: pre-queued tasks, one worker until empty → tasks/s, at concurrency 1 and at
-//!   `--concurrency`.
+//! - S2 bulk enqueue through the system's bulk API (tiger: `delay_many`) → tasks/s.
+//! - S3 drain: pre-queued tasks, one worker process until empty → tasks/s.
 //! - S4 latency: an idle worker; tasks enqueued one by one 1 ms apart; enqueue → start p50
-//!   and p99.
-//! - S5 memory: Redis `used_memory` per queued task.
+//!   and p99 in ms.
+//! - S5 memory: Redis `used_memory` per queued task, in bytes.
+//! - S6 many queues: many queues of a few tasks each, drained by one worker → tasks/s.
+//! - S7 backlog: a large backlog, then a part of it drained → tasks/s.
 //!
-//! The comparison with Python TaskTiger and BullMQ in the same run is still to come.
+//! Each figure is the median of `--runs` runs, with its spread. A drain that runs past
+//! `--cap` seconds is stopped; its rate is over the tasks done by then, and the table marks
+//! it. After the table come the Redis commands tiger issued per task in each scenario (`INFO
+//! commandstats`), so the next optimisation is visible.
 
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod peers;
+mod redis_stats;
+mod tiger_side;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use clap::Parser;
-use futures_util::future::join_all;
-use tiger::{Tiger, Worker, testing::RedisServer};
+use tiger::testing::RedisServer;
 
 /// Flags of the benchmark.
-#[derive(Debug, Parser)]
-#[command(about = "Measures tiger on a private redis-server")]
-struct Args {
+#[derive(Debug, Clone, Parser)]
+#[command(
+    about = "Measures tiger, and with --compare Python TaskTiger and BullMQ, on a private redis-server"
+)]
+pub(crate) struct Args {
+    /// Also run Python TaskTiger and BullMQ (installed under target/ when missing).
+    #[arg(long)]
+    compare: bool,
+    /// Only these scenarios (S1 … S7), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Runs per scenario; the table shows their median and spread.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Seconds after which a drain is stopped and its rate taken over what it did.
+    #[arg(long, default_value_t = 30)]
+    cap: u64,
     /// Tasks for S1.
     #[arg(long, default_value_t = 20_000)]
     enqueue: u64,
-    /// Tasks for S3 and S5.
+    /// Tasks for S2, S3 and S5.
     #[arg(long, default_value_t = 100_000)]
-    drain: u64,
+    tasks: u64,
+    /// Tasks for S3 with TaskTiger's fork executor.
+    #[arg(long, default_value_t = 2_000)]
+    fork_tasks: u64,
     /// Tasks for S4.
     #[arg(long, default_value_t = 2_000)]
     latency: u64,
-    /// The worker's concurrency for S3's second row.
+    /// Queues for S6 (each gets `--per-queue` tasks).
+    #[arg(long, default_value_t = 10_000)]
+    queues: u64,
+    /// Tasks per queue for S6.
+    #[arg(long, default_value_t = 10)]
+    per_queue: u64,
+    /// Tasks queued before S7's drain.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// Tasks S7 drains from the backlog per run.
+    #[arg(long, default_value_t = 100_000)]
+    backlog_take: u64,
+    /// tiger's concurrency for its best row.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
+    /// BullMQ's concurrency for its best row.
+    #[arg(long, default_value_t = 50)]
+    bullmq_concurrency: usize,
 }
 
-/// Enqueue → start delays seen by [`noop()`], in microseconds.
-static DELAYS: LazyLock<Mutex<Vec<u64>>> = LazyLock::new(Default::default);
+impl Args {
+    fn wants(&self, scenario: Scenario) -> bool {
+        self.only.is_empty()
+            || self
+                .only
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(scenario.code()))
+    }
 
-/// The benchmark task: does nothing. With `n` above 1e15 it is an enqueue time in
-/// microseconds since the epoch, and the delay until the task started is recorded (S4).
-#[tiger::task(queue = "bench")]
-async fn noop(n: u64) {
-    if n > 1_000_000_000_000_000 {
-        let delay = micros_now().saturating_sub(n);
-        DELAYS.lock().unwrap_or_else(|e| e.into_inner()).push(delay);
+    pub(crate) fn cap(&self) -> Duration {
+        Duration::from_secs(self.cap)
     }
 }
 
-fn micros_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+/// The columns of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Scenario {
+    Enqueue,
+    Bulk,
+    Drain,
+    Latency,
+    Memory,
+    ManyQueues,
+    Backlog,
 }
 
-/// One figure of one run, and the Redis commands it issued per task.
-struct Measure {
-    value: f64,
-    commands: Vec<(String, f64)>,
+impl Scenario {
+    const ALL: [Scenario; 7] = [
+        Scenario::Enqueue,
+        Scenario::Bulk,
+        Scenario::Drain,
+        Scenario::Latency,
+        Scenario::Memory,
+        Scenario::ManyQueues,
+        Scenario::Backlog,
+    ];
+
+    fn code(self) -> &'static str {
+        match self {
+            Scenario::Enqueue => "S1",
+            Scenario::Bulk => "S2",
+            Scenario::Drain => "S3",
+            Scenario::Latency => "S4",
+            Scenario::Memory => "S5",
+            Scenario::ManyQueues => "S6",
+            Scenario::Backlog => "S7",
+        }
+    }
+
+    fn heading(self) -> &'static str {
+        match self {
+            Scenario::Enqueue => "S1 enqueue (tasks/s)",
+            Scenario::Bulk => "S2 bulk enqueue (tasks/s)",
+            Scenario::Drain => "S3 drain (tasks/s)",
+            Scenario::Latency => "S4 latency p50 / p99 (ms)",
+            Scenario::Memory => "S5 memory (bytes/task)",
+            Scenario::ManyQueues => "S6 many queues (tasks/s)",
+            Scenario::Backlog => "S7 backlog (tasks/s)",
+        }
+    }
+
+    /// Lower is better for latency and memory.
+    fn lower_is_better(self) -> bool {
+        matches!(self, Scenario::Latency | Scenario::Memory)
+    }
 }
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Run {
+    pub(crate) value: f64,
+    /// The second figure of the cell (S4's p99).
+    pub(crate) second: Option<f64>,
+    /// The run was stopped at `--cap`.
+    pub(crate) partial: bool,
+}
+
+/// A cell of the table: the runs, or why there are none.
+#[derive(Debug, Clone)]
+pub(crate) enum Cell {
+    Runs(Vec<Run>),
+    Skipped(&'static str),
+}
+
+impl Cell {
+    fn median(&self) -> Option<(f64, Option<f64>)> {
+        let Cell::Runs(runs) = self else { return None };
+        let first = median(runs.iter().map(|r| r.value).collect())?;
+        let second = median(runs.iter().filter_map(|r| r.second).collect());
+        Some((first, second))
+    }
+
+    fn show(&self, scenario: Scenario) -> String {
+        let Cell::Runs(runs) = self else {
+            return "skipped".to_owned();
+        };
+        let Some((value, second)) = self.median() else {
+            return "·".to_owned();
+        };
+        let values: Vec<f64> = runs.iter().map(|r| r.value).collect();
+        let (min, max) = values
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let spread = if value > 0.0 {
+            100.0 * (max - min) / value / 2.0
+        } else {
+            0.0
+        };
+        let mark = if runs.iter().any(|r| r.partial) {
+            " †"
+        } else {
+            ""
+        };
+        let figure = match (scenario, second) {
+            (Scenario::Latency, Some(p99)) => format!("{value:.2} / {p99:.2}"),
+            _ => thousands(value),
+        };
+        format!("{figure} ±{spread:.0}%{mark}")
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// `1234567.8` → `1 234 568`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The rows of the table, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum System {
+    TigerBest,
+    TigerOne,
+    TaskTigerSync,
+    TaskTigerFork,
+    BullMqBest,
+    BullMqOne,
+}
+
+impl System {
+    fn label(self, args: &Args) -> String {
+        match self {
+            System::TigerBest => format!("tiger, concurrency {}", args.concurrency),
+            System::TigerOne => "tiger, concurrency 1".to_owned(),
+            System::TaskTigerSync => "TaskTiger 0.26.3, sync executor".to_owned(),
+            System::TaskTigerFork => format!(
+                "TaskTiger 0.26.3, fork executor (S3: {} tasks)",
+                args.fork_tasks
+            ),
+            System::BullMqBest => format!("BullMQ 6.7.6, concurrency {}", args.bullmq_concurrency),
+            System::BullMqOne => "BullMQ 6.7.6, concurrency 1".to_owned(),
+        }
+    }
+}
+
+type Table = BTreeMap<(System, Scenario), Cell>;
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let redis = RedisServer::start().unwrap_or_else(|err| {
+    if let Err(err) = run(&args).await {
         eprintln!("error: {err}");
         std::process::exit(1);
-    });
-    let tiger = Tiger::connect(&redis.url()).await.unwrap_or_else(|err| {
-        eprintln!("error: {err}");
-        std::process::exit(1);
-    });
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let peers = if args.compare {
+        Some(peers::Peers::install().map_err(|e| format!("installing the peers: {e}"))?)
+    } else {
+        None
+    };
+    let redis = RedisServer::start().map_err(|e| e.to_string())?;
+    let tiger = tiger::Tiger::connect(&redis.url())
+        .await
+        .map_err(|e| e.to_string())?;
+    tiger_side::install_logging();
     println!(
-        "tiger-bench: redis-server on port {}, {} runs per scenario, {} cores",
+        "tiger-bench: redis-server {} on port {}, {} runs per scenario, cap {} s, {} cores",
+        redis_stats::server_version(&tiger).await,
         redis.port(),
         args.runs,
+        args.cap,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!();
-    println!("| scenario | median | spread (min–max) | unit |");
-    println!("|---|---|---|---|");
+    let mut table = Table::new();
     let mut profiles = Vec::new();
-    let rows: [(&str, &str); 5] = [
-        ("S1 enqueue, one at a time", "tasks/s"),
-        ("S3 drain, concurrency 1", "tasks/s"),
-        ("S3 drain, best concurrency", "tasks/s"),
-        ("S4 latency p50 / p99", "ms"),
-        ("S5 memory per queued task", "bytes"),
-    ];
-    for (row, (name, unit)) in rows.iter().enumerate() {
-        let mut measures = Vec::new();
-        let mut second = Vec::new();
-        for _ in 0..args.runs {
-            flush(&tiger).await;
-            let (measure, other) = match row {
-                0 => (enqueue(&tiger, args.enqueue).await, None),
-                1 => (drain(&tiger, args.drain, 1).await, None),
-                2 => (drain(&tiger, args.drain, args.concurrency).await, None),
-                3 => {
-                    let (p50, p99) = latency(&tiger, args.latency).await;
-                    (p50, Some(p99))
-                }
-                _ => (memory(&tiger, args.drain).await, None),
-            };
-            second.extend(other);
-            measures.push(measure);
+    for scenario in Scenario::ALL {
+        if !args.wants(scenario) {
+            continue;
         }
-        let (median, min, max) = summary(measures.iter().map(|m| m.value).collect());
-        let cell = match summary_of(&second) {
-            Some((p99, _, _)) => format!("{median:.2} / {p99:.2}"),
-            None => format!("{median:.0}"),
-        };
-        let digits = if *unit == "ms" { 2 } else { 0 };
-        println!("| {name} | {cell} | {min:.digits$}–{max:.digits$} | {unit} |");
-        if let Some(last) = measures.pop() {
-            profiles.push((*name, last.commands));
+        eprintln!("--- {}", scenario.heading());
+        let (cells, commands) = tiger_side::measure(&tiger, args, scenario).await;
+        table.extend(
+            cells
+                .into_iter()
+                .map(|(system, cell)| ((system, scenario), cell)),
+        );
+        profiles.push((scenario, commands));
+        if let Some(peers) = &peers {
+            let cells = peers.measure(&tiger, redis.port(), args, scenario).await?;
+            table.extend(
+                cells
+                    .into_iter()
+                    .map(|(system, cell)| ((system, scenario), cell)),
+            );
         }
     }
+    print_table(args, &table);
     println!();
-    println!("Redis commands per task (last run of each scenario, INFO commandstats):");
-    for (name, commands) in profiles {
+    println!(
+        "Redis commands per task that tiger issued (last run of each scenario, INFO commandstats):"
+    );
+    for (scenario, commands) in profiles {
         let listed: Vec<String> = commands
             .iter()
+            .filter(|(_, per_task)| *per_task >= 0.005)
             .map(|(cmd, per_task)| format!("{cmd} {per_task:.2}"))
             .collect();
-        println!("- {name}: {}", listed.join(", "));
+        println!("- {}: {}", scenario.code(), listed.join(", "));
     }
+    Ok(())
 }
 
-/// Median, min and max.
-fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
-    let min = values.first().copied().unwrap_or(0.0);
-    let max = values.last().copied().unwrap_or(0.0);
-    (median, min, max)
-}
-
-fn summary_of(values: &[f64]) -> Option<(f64, f64, f64)> {
-    (!values.is_empty()).then(|| summary(values.to_vec()))
-}
-
-/// A fresh state: the server's data and its command statistics.
-async fn flush(tiger: &Tiger) {
-    for command in [&["FLUSHALL"][..], &["CONFIG", "RESETSTAT"][..]] {
-        let _: () = redis::cmd(command[0])
-            .arg(&command[1..])
-            .query_async(&mut tiger.connection())
-            .await
-            .expect("reset Redis");
+fn print_table(args: &Args, table: &Table) {
+    let scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| args.wants(*s))
+        .collect();
+    let systems: Vec<System> = {
+        let mut found: Vec<System> = table.keys().map(|(system, _)| *system).collect();
+        found.dedup();
+        found
+    };
+    println!();
+    let headings: Vec<&str> = scenarios.iter().map(|s| s.heading()).collect();
+    println!("| system | {} |", headings.join(" | "));
+    println!("|---|{}", "---|".repeat(scenarios.len()));
+    for system in &systems {
+        let cells: Vec<String> = scenarios
+            .iter()
+            .map(|scenario| {
+                table
+                    .get(&(*system, *scenario))
+                    .map_or_else(|| "·".to_owned(), |cell| cell.show(*scenario))
+            })
+            .collect();
+        println!("| {} | {} |", system.label(args), cells.join(" | "));
     }
-}
-
-/// Calls per task of each Redis command since the last [`flush`].
-async fn commands(tiger: &Tiger, tasks: u64) -> Vec<(String, f64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut tiger.connection())
-        .await
-        .unwrap_or_default();
-    let mut found: Vec<(String, f64)> = info
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("cmdstat_")?;
-            let (name, stats) = rest.split_once(':')?;
-            let calls: f64 = stats
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            (name != "info" && name != "config" && name != "flushall")
-                .then(|| (name.to_owned(), calls / tasks as f64))
+    // tiger's best row against each peer's best row, per scenario.
+    let best = |scenario: Scenario, rows: &[System]| {
+        rows.iter()
+            .filter_map(|system| table.get(&(*system, scenario))?.median())
+            .map(|(value, second)| match scenario {
+                Scenario::Latency => second.unwrap_or(value),
+                _ => value,
+            })
+            .reduce(if scenario.lower_is_better() {
+                f64::min
+            } else {
+                f64::max
+            })
+    };
+    let tiger_rows = [System::TigerBest, System::TigerOne];
+    for (name, rows) in [
+        (
+            "TaskTiger",
+            &[System::TaskTigerSync, System::TaskTigerFork][..],
+        ),
+        ("BullMQ", &[System::BullMqBest, System::BullMqOne][..]),
+    ] {
+        if !systems.iter().any(|s| rows.contains(s)) {
+            continue;
+        }
+        let ratios: Vec<String> = scenarios
+            .iter()
+            .map(
+                |scenario| match (best(*scenario, &tiger_rows), best(*scenario, rows)) {
+                    (Some(ours), Some(theirs)) if ours > 0.0 && theirs > 0.0 => {
+                        let ratio = if scenario.lower_is_better() {
+                            theirs / ours
+                        } else {
+                            ours / theirs
+                        };
+                        format!("**{ratio:.2}×**")
+                    }
+                    _ => "·".to_owned(),
+                },
+            )
+            .collect();
+        println!(
+            "| tiger's best ÷ {name}'s best (>1: tiger ahead) | {} |",
+            ratios.join(" | ")
+        );
+    }
+    println!();
+    println!(
+        "Median of {} runs; ±: half the spread between the fastest and slowest run, as a share \
+         of the median. †: a run was stopped at {} s; its rate is over the tasks done by then. \
+         S4 ratios compare p99. ·: not run in this mode.",
+        args.runs, args.cap
+    );
+    let skipped: Vec<String> = table
+        .iter()
+        .filter_map(|((system, scenario), cell)| match cell {
+            Cell::Skipped(why) => Some(format!(
+                "{} {}: skipped, {why}",
+                system.label(args),
+                scenario.code()
+            )),
+            Cell::Runs(_) => None,
         })
         .collect();
-    found.sort_by(|a, b| b.1.total_cmp(&a.1));
-    found
-}
-
-/// S1: one producer awaiting each enqueue.
-async fn enqueue(tiger: &Tiger, tasks: u64) -> Measure {
-    let clock = Instant::now();
-    for n in 0..tasks {
-        noop::delay(n % 1000).on(tiger).await.expect("enqueue");
-    }
-    let rate = tasks as f64 / clock.elapsed().as_secs_f64();
-    Measure {
-        value: rate,
-        commands: commands(tiger, tasks).await,
-    }
-}
-
-/// Enqueues `tasks` tasks with many enqueues in flight at once.
-async fn fill(tiger: &Tiger, tasks: u64) {
-    let all: Vec<u64> = (0..tasks).collect();
-    for chunk in all.chunks(500) {
-        let sent = join_all(
-            chunk
-                .iter()
-                .map(|n| noop::delay(n % 1000).on(tiger).into_future()),
-        );
-        for result in sent.await {
-            result.expect("enqueue");
-        }
-    }
-}
-
-/// S3: drains `tasks` pre-queued tasks with one worker.
-async fn drain(tiger: &Tiger, tasks: u64, concurrency: usize) -> Measure {
-    fill(tiger, tasks).await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut tiger.connection())
-        .await
-        .expect("reset stats");
-    let clock = Instant::now();
-    Worker::new(tiger.clone())
-        .concurrency(concurrency)
-        .once(true)
-        .run()
-        .await
-        .expect("worker");
-    let rate = tasks as f64 / clock.elapsed().as_secs_f64();
-    Measure {
-        value: rate,
-        commands: commands(tiger, tasks).await,
-    }
-}
-
-/// S4: an idle worker; tasks enqueued one by one 1 ms apart. Returns p50 and p99 in ms.
-async fn latency(tiger: &Tiger, tasks: u64) -> (Measure, f64) {
-    DELAYS.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(
-        Worker::new(tiger.clone())
-            .shutdown_on(async { stopped.await.unwrap_or(()) })
-            .run(),
-    );
-    // Let the worker subscribe and go idle.
-    noop::delay(micros_now()).on(tiger).await.expect("enqueue");
-    while DELAYS.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    DELAYS.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    for _ in 0..tasks {
-        tick.tick().await;
-        noop::delay(micros_now()).on(tiger).await.expect("enqueue");
-    }
-    while (DELAYS.lock().unwrap_or_else(|e| e.into_inner()).len() as u64) < tasks {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let _ = stop.send(());
-    worker.await.expect("worker task").expect("worker");
-    let mut delays = DELAYS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    delays.sort_unstable();
-    let at = |q: f64| {
-        let i = ((delays.len() as f64 - 1.0) * q).round() as usize;
-        delays.get(i).copied().unwrap_or(0) as f64 / 1000.0
-    };
-    let measure = Measure {
-        value: at(0.5),
-        commands: commands(tiger, tasks).await,
-    };
-    (measure, at(0.99))
-}
-
-/// S5: `used_memory` per task after `tasks` tasks are queued.
-async fn memory(tiger: &Tiger, tasks: u64) -> Measure {
-    let used = || async {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut tiger.connection())
-            .await
-            .unwrap_or_default();
-        info.lines()
-            .find_map(|line| {
-                line.strip_prefix("used_memory:")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    };
-    let before = used().await;
-    fill(tiger, tasks).await;
-    let after = used().await;
-    Measure {
-        value: (after - before) / tasks as f64,
-        commands: commands(tiger, tasks).await,
+    for line in skipped {
+        println!("{line}.");
     }
 }
