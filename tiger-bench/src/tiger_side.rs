@@ -53,6 +53,7 @@ pub(crate) fn install_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::sink)
+        .with_ansi(false)
         .try_init();
 }
 
@@ -84,7 +85,7 @@ pub(crate) async fn measure(
             }
         }
         Scenario::Drain => {
-            for (concurrency, into) in [(args.concurrency, &mut best), (1, &mut one)] {
+            for (concurrency, into) in [(1, &mut one), (args.concurrency, &mut best)] {
                 for _ in 0..runs {
                     redis_stats::flush(tiger).await;
                     fill(tiger, args.tasks).await;

@@ -4,6 +4,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -440,7 +441,7 @@ impl Ready {
 /// The answer is every id in call order. When some calls are refused
 /// ([`Error::QueueFull`], [`Error::UniqueInAnotherQueue`]) the others are still written,
 /// and the answer is [`Error::PartlyEnqueued`] naming both. A Redis error mid-way can leave
-/// the calls of earlier pipelines written; enqueueing the same unique tasks again is safe.
+/// some pipelines written (up to four are in flight at once); enqueueing the same unique tasks again is safe.
 #[must_use = "a `DelayMany` enqueues nothing until it is awaited"]
 #[derive(Debug)]
 pub struct DelayMany {
@@ -451,6 +452,8 @@ pub struct DelayMany {
 impl DelayMany {
     /// Calls written per pipeline (one round trip each).
     pub const CHUNK: usize = 1_000;
+    /// Pipelines in flight at once.
+    const IN_FLIGHT: usize = 4;
 
     /// A batch of calls made with `my_task::delay(...)`, of one task or several, each with
     /// its own per-call options.
@@ -486,28 +489,46 @@ impl DelayMany {
         for call in self.calls {
             ready.push(call.prepare(tiger.clone()).await?);
         }
-        let mut answers = Vec::with_capacity(ready.len());
-        let mut waiting = ready.iter().peekable();
-        while let Some(first) = waiting.peek() {
-            // One pipeline per run of calls through the same handle; an eager call runs alone.
-            let handle = first.tiger.clone();
-            if first.eager() {
-                answers.push(None);
-                waiting.next();
+        // One pipeline per run of calls through the same handle, up to `CHUNK`; an eager call
+        // runs alone, in the loop below. A few pipelines are in flight at once, so that
+        // Redis works on one while the next is encoded.
+        let mut pipelines: Vec<Option<std::ops::Range<usize>>> = Vec::new();
+        let mut start = 0;
+        while start < ready.len() {
+            if ready[start].eager() {
+                pipelines.push(None);
+                start += 1;
                 continue;
             }
-            let mut steps = Vec::new();
-            while let Some(next) = waiting.next_if(|r| {
-                !r.eager() && r.tiger.same_handle(&handle) && steps.len() < DelayMany::CHUNK
-            }) {
-                steps.push(next.step());
-            }
-            answers.extend(
-                scripts::enqueue_many(&handle, &steps)
+            let handle = &ready[start].tiger;
+            let end = ready[start..]
+                .iter()
+                .take(DelayMany::CHUNK)
+                .position(|r| r.eager() || !r.tiger.same_handle(handle))
+                .map_or((start + DelayMany::CHUNK).min(ready.len()), |n| start + n);
+            pipelines.push(Some(start..end));
+            start = end;
+        }
+        let ready_ref = &ready;
+        let written: Vec<Result<Vec<Option<Enqueued>>>> = stream::iter(pipelines)
+            .map(|pipeline| async move {
+                let Some(range) = pipeline else {
+                    return Ok(vec![None]);
+                };
+                let calls = &ready_ref[range];
+                let steps: Vec<Enqueue<'_>> = calls.iter().map(Ready::step).collect();
+                Ok(scripts::enqueue_many(&calls[0].tiger, &steps)
                     .await?
                     .into_iter()
-                    .map(Some),
-            );
+                    .map(Some)
+                    .collect())
+            })
+            .buffered(DelayMany::IN_FLIGHT)
+            .collect()
+            .await;
+        let mut answers = Vec::with_capacity(ready.len());
+        for pipeline in written {
+            answers.extend(pipeline?);
         }
         let mut enqueued = Vec::with_capacity(ready.len());
         let mut refused = Vec::new();

@@ -324,6 +324,22 @@ pub(crate) struct Move<'a> {
 
 /// Runs the move; `Ok(false)` means the task was no longer in `from` and nothing changed.
 pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
+    let moved = move_tasks(tiger, std::slice::from_ref(m)).await?;
+    Ok(moved.first().copied().unwrap_or(false))
+}
+
+/// Runs the moves in one script call, in order; one answer per move as for [`move_task`].
+pub(crate) async fn move_tasks(tiger: &Tiger, moves: &[Move<'_>]) -> Result<Vec<bool>> {
+    let mut call = MOVE_TASK.prepare_invoke();
+    for m in moves {
+        add_move(tiger, &mut call, m);
+    }
+    let moved: Vec<i64> = call.invoke_async(&mut tiger.connection()).await?;
+    Ok(moved.into_iter().map(|flag| flag == 1).collect())
+}
+
+/// The 11 keys and 14 arguments of one move.
+fn add_move(tiger: &Tiger, call: &mut redis::ScriptInvocation<'_>, m: &Move<'_>) {
     let keys = tiger.keys();
     let (to_state, score, flag) = match m.to {
         Some((state, score, zadd)) => {
@@ -342,7 +358,6 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
     } else {
         String::new()
     };
-    let mut call = MOVE_TASK.prepare_invoke();
     call.key(keys.queue(m.from, m.queue))
         .key(keys.state_set(m.from))
         .key(keys.queue(to_keys, m.queue))
@@ -369,6 +384,4 @@ pub(crate) async fn move_task(tiger: &Tiger, m: &Move<'_>) -> Result<bool> {
                 .unwrap_or_default(),
         )
         .arg(&m.if_score_is.as_ref().map(Claim::args).unwrap_or_default()[..]);
-    let moved: i64 = call.invoke_async(&mut tiger.connection()).await?;
-    Ok(moved == 1)
 }

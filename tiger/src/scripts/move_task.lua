@@ -1,6 +1,7 @@
--- Moves one task out of a state: into another state of the same queue, or out of Redis
+-- Moves tasks out of a state, each into another state of the same queue, or out of Redis
 -- when it is finished. Optionally appends a failed-execution record first.
 --
+-- Each move takes 11 KEYS and 14 ARGV, one move after another; for one move:
 -- KEYS: 1 from zset, 2 from-state set, 3 to zset, 4 to-state set,
 --       5 task, 6 executions, 7 executions count,
 --       8 queued zset, 9 active zset, 10 scheduled zset, 11 error zset (all of this queue)
@@ -15,67 +16,77 @@
 --       accept, joined by commas: the worker that ran the task passes the range of
 --       heartbeats it knows it wrote and those it sent without an answer, so once another
 --       worker holds the task (with other scores), a late result changes nothing
--- Returns 1, or 0 without changing anything when the id is not in the from zset (another
--- worker or an operator moved it first) or its score is above ARGV[11].
-local id = ARGV[1]
-local score = redis.call('ZSCORE', KEYS[1], id)
-if not score then
-  return 0
-end
-if ARGV[11] ~= '' and tonumber(score) > tonumber(ARGV[11]) then
-  return 0
-end
-if ARGV[12] ~= '' then
-  local s = tonumber(score)
-  local mine = s >= tonumber(ARGV[12]) and s <= tonumber(ARGV[13])
-  for sent in string.gmatch(ARGV[14], '[^,]+') do
-    mine = mine or s == tonumber(sent)
-  end
-  if not mine then
+-- Returns one number per move: 1, or 0 without changing anything when the id is not in
+-- the from zset (another worker or an operator moved it first) or its score is outside
+-- what ARGV 11-14 accept. A worker finishing many tasks at once sends them in one call.
+local function move(K, A)
+  local id = A[1]
+  local score = redis.call('ZSCORE', K[1], id)
+  if not score then
     return 0
   end
-end
-
-if ARGV[7] ~= '' then
-  redis.call('RPUSH', KEYS[6], ARGV[7])
-  redis.call('INCR', KEYS[7])
-  local keep = tonumber(ARGV[8])
-  if keep and keep > 0 then
-    redis.call('LTRIM', KEYS[6], -keep, -1)
+  if A[11] ~= '' and tonumber(score) > tonumber(A[11]) then
+    return 0
   end
-end
-
-redis.call('ZREM', KEYS[1], id)
-
-if ARGV[3] ~= '' then
-  if ARGV[5] == '' then
-    redis.call('ZADD', KEYS[3], ARGV[4], id)
-  else
-    redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4], id)
-  end
-  redis.call('SADD', KEYS[4], ARGV[2])
-elseif ARGV[6] == '1' then
-  -- A unique id can sit in several states of its queue at once; keep what they still need.
-  if ARGV[10] ~= '1' and not redis.call('ZSCORE', KEYS[11], id) then
-    redis.call('DEL', KEYS[6], KEYS[7])
-  end
-  local referenced = false
-  for i = 8, 11 do
-    if redis.call('ZSCORE', KEYS[i], id) then
-      referenced = true
+  if A[12] ~= '' then
+    local s = tonumber(score)
+    local mine = s >= tonumber(A[12]) and s <= tonumber(A[13])
+    for sent in string.gmatch(A[14], '[^,]+') do
+      mine = mine or s == tonumber(sent)
+    end
+    if not mine then
+      return 0
     end
   end
-  if not referenced then
-    redis.call('DEL', KEYS[5])
+
+  if A[7] ~= '' then
+    redis.call('RPUSH', K[6], A[7])
+    redis.call('INCR', K[7])
+    local keep = tonumber(A[8])
+    if keep and keep > 0 then
+      redis.call('LTRIM', K[6], -keep, -1)
+    end
   end
-else
-  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
+
+  redis.call('ZREM', K[1], id)
+
+  if A[3] ~= '' then
+    if A[5] == '' then
+      redis.call('ZADD', K[3], A[4], id)
+    else
+      redis.call('ZADD', K[3], A[5], A[4], id)
+    end
+    redis.call('SADD', K[4], A[2])
+  elseif A[6] == '1' then
+    -- A unique id can sit in several states of its queue at once; keep what they still need.
+    if A[10] ~= '1' and not redis.call('ZSCORE', K[11], id) then
+      redis.call('DEL', K[6], K[7])
+    end
+    local referenced = false
+    for i = 8, 11 do
+      if redis.call('ZSCORE', K[i], id) then
+        referenced = true
+      end
+    end
+    if not referenced then
+      redis.call('DEL', K[5])
+    end
+  else
+    redis.call('DEL', K[5], K[6], K[7])
+  end
+
+  if redis.call('EXISTS', K[1]) == 0 then
+    redis.call('SREM', K[2], A[2])
+  end
+  if A[3] == 'queued' and A[9] ~= '' then
+    redis.call('PUBLISH', A[9], A[2])
+  end
+  return 1
 end
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[2])
+local results = {}
+for m = 0, #KEYS / 11 - 1 do
+  local keys = {unpack(KEYS, m * 11 + 1, m * 11 + 11)}
+  results[m + 1] = move(keys, {unpack(ARGV, m * 14 + 1, m * 14 + 14)})
 end
-if ARGV[3] == 'queued' and ARGV[9] ~= '' then
-  redis.call('PUBLISH', ARGV[9], ARGV[2])
-end
-return 1
+return results

@@ -443,6 +443,8 @@ fn serve(runtime: &tokio::runtime::Runtime, config: &Config, request: Request) -
                 return Err((FailureRecord::of(&failure), verdicts));
             }
         };
+        // The parent records the outcome; the child's jobs only run.
+        let finisher = finish::Finisher::spawn(tiger.clone());
         let mut ready: Vec<(Job, Plan)> = request
             .tasks
             .into_iter()
@@ -455,6 +457,7 @@ fn serve(runtime: &tokio::runtime::Runtime, config: &Config, request: Request) -
                     started: task.started,
                     failures: task.failures,
                     lease: Lease::new(task.started),
+                    finisher: finisher.clone(),
                 };
                 (job, plan)
             })

@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use super::execute::RetryPolicy;
 use crate::{
@@ -143,6 +144,117 @@ fn stored_delay(stored: &StoredRetry, spec: &TaskSpec, n: u32) -> Option<f64> {
 /// Removes a task that ran successfully. `Ok(false)`: it was no longer active here.
 pub(crate) async fn succeed(tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
     move_from_active(tiger, task, None, "record the task's success").await
+}
+
+/// Records successes for the tasks of one worker, many per script call: while one call is
+/// on its way, the successes that come in meanwhile wait and go together in the next. At
+/// low load each success goes alone, at once; under load a call carries up to
+/// [`Finisher::BATCH`], which saves Redis the cost of a script call per task.
+#[derive(Debug, Clone)]
+pub(crate) struct Finisher {
+    sender: mpsc::UnboundedSender<(Success, oneshot::Sender<Result<bool>>)>,
+}
+
+/// A success to record: [`Finished`], owned.
+#[derive(Debug)]
+struct Success {
+    queue: String,
+    id: String,
+    unique: bool,
+    lease: Option<scripts::Claim>,
+}
+
+impl Success {
+    fn of(task: Finished<'_>) -> Success {
+        Success {
+            queue: task.queue.to_owned(),
+            id: task.id.to_owned(),
+            unique: task.unique,
+            lease: task.lease,
+        }
+    }
+
+    fn finished(&self) -> Finished<'_> {
+        Finished {
+            queue: &self.queue,
+            id: &self.id,
+            unique: self.unique,
+            fence: None,
+            lease: self.lease.clone(),
+        }
+    }
+}
+
+impl Finisher {
+    /// Successes per script call at most.
+    const BATCH: usize = 200;
+
+    /// Starts the task that writes the successes; it ends when the last clone is dropped.
+    pub(crate) fn spawn(tiger: Tiger) -> Finisher {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Finisher::BATCH);
+            while receiver.recv_many(&mut batch, Finisher::BATCH).await > 0 {
+                write_successes(&tiger, std::mem::take(&mut batch)).await;
+            }
+        });
+        Finisher { sender }
+    }
+
+    /// Removes a task that ran successfully, as [`succeed`] does.
+    pub(crate) async fn succeed(&self, tiger: &Tiger, task: Finished<'_>) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        let success = Success::of(task);
+        if let Err(mpsc::error::SendError((success, _))) = self.sender.send((success, reply)) {
+            return succeed(tiger, success.finished()).await;
+        }
+        match answer.await {
+            Ok(written) => written,
+            // The writer is gone (the runtime is shutting down): write it here.
+            Err(_) => Err(crate::Error::Config(
+                "the worker stopped before the task's success was recorded".to_owned(),
+            )),
+        }
+    }
+}
+
+/// One script call for the whole batch; if it fails, each success alone, so each gets its
+/// own answer.
+async fn write_successes(tiger: &Tiger, batch: Vec<(Success, oneshot::Sender<Result<bool>>)>) {
+    let moves: Vec<Move<'_>> = batch
+        .iter()
+        .map(|(success, _)| success_move(success.finished()))
+        .collect();
+    match retrying("record the tasks' success", || {
+        scripts::move_tasks(tiger, &moves)
+    })
+    .await
+    {
+        Ok(written) if written.len() == batch.len() => {
+            for ((_, reply), written) in batch.into_iter().zip(written) {
+                let _ = reply.send(Ok(written));
+            }
+        }
+        _ => {
+            for (success, reply) in batch {
+                let _ = reply.send(succeed(tiger, success.finished()).await);
+            }
+        }
+    }
+}
+
+fn success_move(task: Finished<'_>) -> Move<'_> {
+    Move {
+        id: task.id,
+        queue: task.queue,
+        from: State::Active,
+        to: None,
+        unique: task.unique,
+        record: None,
+        keep_records: None,
+        if_score_at_most: task.fence,
+        if_score_is: task.lease,
+    }
 }
 
 /// Moves an active task back to `scheduled` at `at` (keeping an earlier due time), without

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rand::seq::SliceRandom;
+use rand::seq::{IteratorRandom, SliceRandom};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -330,6 +330,7 @@ impl Worker {
             "worker ready"
         );
         let activity = Activity::start(self.tiger.clone(), filter.clone());
+        let finisher = finish::Finisher::spawn(self.tiger.clone());
         let mut state = Loop {
             tiger: self.tiger,
             registry,
@@ -345,6 +346,7 @@ impl Worker {
             max_workers: self.max_workers_per_queue,
             executor: self.executor,
             holder_prefix: format!("{}:", crate::TaskId::random()),
+            finisher,
         };
         let signals = Signals {
             shutdown: self.shutdown,
@@ -400,6 +402,7 @@ struct Loop {
     /// Starts the name of each place this worker holds in a queue semaphore: a random id
     /// per worker, then `:` and the group's first task id.
     holder_prefix: String,
+    finisher: finish::Finisher,
 }
 
 impl Loop {
@@ -579,29 +582,48 @@ impl Loop {
         if free == 0 || self.queues.is_empty() {
             return Ok(false);
         }
-        let mut order: Vec<String> = self.queues.iter().cloned().collect();
-        order.shuffle(&mut rand::rng());
+        // Random samples, in random order, so that no queue starves the others; each no
+        // larger than could fill the free slots one task each, so that thousands of known
+        // queues cost no more than a few. Another sample is drawn while slots are free and
+        // untried queues remain.
         let mut started = false;
-        for queue in order {
-            if free == 0 {
+        let mut tried: HashSet<String> = HashSet::new();
+        while free > 0 {
+            let mut order: Vec<String> = self
+                .queues
+                .iter()
+                .filter(|queue| !tried.contains(*queue))
+                .choose_multiple(&mut rand::rng(), free)
+                .into_iter()
+                .cloned()
+                .collect();
+            if order.is_empty() {
                 break;
             }
-            let batch = self.tiger.config().batch_size(&queue);
-            let limit = if batch > 1 { batch } else { free };
-            match self.dequeue(&queue, limit).await {
-                // Paused, or its semaphore is full: kept, and tried again after the next event.
-                Ok(None) => {}
-                Ok(Some(0)) => {
-                    self.queues.remove(&queue);
+            order.shuffle(&mut rand::rng());
+            for queue in order {
+                if free == 0 {
+                    break;
                 }
-                Ok(Some(taken)) => {
-                    free -= if batch > 1 { 1 } else { taken };
-                    started = true;
-                }
-                Err(err) if client::is_transient(&err) => return Err(err),
-                Err(err) => {
-                    tracing::error!(%queue, %err, "cannot take tasks from this queue; skipping it until it is announced again");
-                    self.queues.remove(&queue);
+                tried.insert(queue.clone());
+                let batch = self.tiger.config().batch_size(&queue);
+                let limit = if batch > 1 { batch } else { free };
+                match self.dequeue(&queue, limit).await {
+                    // Paused, or its semaphore is full: kept, and tried again after the next
+                    // event.
+                    Ok(None) => {}
+                    Ok(Some(0)) => {
+                        self.queues.remove(&queue);
+                    }
+                    Ok(Some(taken)) => {
+                        free -= if batch > 1 { 1 } else { taken };
+                        started = true;
+                    }
+                    Err(err) if client::is_transient(&err) => return Err(err),
+                    Err(err) => {
+                        tracing::error!(%queue, %err, "cannot take tasks from this queue; skipping it until it is announced again");
+                        self.queues.remove(&queue);
+                    }
                 }
             }
         }
@@ -701,6 +723,7 @@ impl Loop {
                 started,
                 failures,
                 lease,
+                finisher: self.finisher.clone(),
             };
             let prepared = body
                 .as_deref()

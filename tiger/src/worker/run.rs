@@ -41,6 +41,8 @@ pub(crate) struct Job {
     pub(crate) failures: u32,
     /// This worker's claim on the task.
     pub(crate) lease: Lease,
+    /// Writes the success of the worker's tasks, many at a time.
+    pub(crate) finisher: finish::Finisher,
 }
 
 /// Why the worker stops a group in flight.
@@ -298,9 +300,10 @@ fn halted(halt: Halt, control: &Control) -> String {
 /// Why a run stopped when its task lock was found lost.
 const LOCK_LOST: &str = "its task lock expired or was taken by another worker";
 
-/// Logs the start and the end of a run with its duration.
+/// Logs the start (at debug level) and the end of a run with its duration: one info line
+/// per task.
 async fn timed(run: impl std::future::Future<Output = Outcome>) -> Outcome {
-    tracing::info!("task started");
+    tracing::debug!("task started");
     let clock = Instant::now();
     let outcome = run.await;
     let duration_ms = (clock.elapsed().as_micros() as f64) / 1000.0;
@@ -343,7 +346,10 @@ impl Job {
     async fn settle(self, outcome: &Outcome, plan: Plan, ended: f64, interrupted: bool) {
         match outcome {
             Ok(()) => {
-                let written = finish::succeed(&self.tiger, self.finished(plan.unique)).await;
+                let written = self
+                    .finisher
+                    .succeed(&self.tiger, self.finished(plan.unique))
+                    .await;
                 self.report(written);
             }
             Err(failure) => {
