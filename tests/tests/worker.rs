@@ -426,3 +426,90 @@ async fn more_lost_tasks_than_a_batch_are_all_recovered_without_waiting_an_inter
     assert!(fx.ids(State::Active, "lost").await.is_empty());
     faults::assert_idle_invariants(&fx.tiger).await;
 }
+
+/// A worker that knows of thousands of queues, nearly all of them empty, still finds the
+/// few with tasks in the same pass: it samples the queues it knows a few at a time and
+/// keeps sampling while slots are free and untried queues remain.
+#[tokio::test]
+async fn a_worker_finds_the_busy_queues_among_thousands_of_empty_ones() {
+    let fx = Fixture::new().await;
+    let token = token();
+    // Announced in `t:queued` but empty (their tasks ran or were deleted elsewhere).
+    let mut announce = redis::cmd("SADD");
+    announce.arg(fx.tiger.keys().state_set(State::Queued));
+    for n in 0..3000 {
+        announce.arg(format!("empty{n}"));
+    }
+    announce
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let busy = ["busy1", "busy2", "busy3"];
+    tiger::DelayMany::new(
+        busy.iter()
+            .map(|queue| note::delay(token.clone(), (*queue).to_owned()).queue(*queue)),
+    )
+    .on(&fx.tiger)
+    .await
+    .unwrap();
+    fx.drain_with(|w| w.concurrency(1)).await;
+    let mut ran = take::<String>(&token);
+    ran.sort();
+    assert_eq!(ran, busy);
+}
+
+/// Under load, the worker writes the successes of many tasks in one script call instead of
+/// one call each (on a private redis-server, whose command counts are this test's alone).
+#[tokio::test]
+async fn a_busy_worker_records_many_successes_per_script_call() {
+    let server = tiger::testing::RedisServer::start().unwrap();
+    let tiger = tiger::Tiger::connect_with(&server.url(), tiger::testing::test_config())
+        .await
+        .unwrap();
+    let token = token();
+    let tasks = 1000;
+    note::delay_many((0..tasks).map(|n| (token.clone(), n.to_string())))
+        .on(&tiger)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut tiger.connection())
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        Worker::new(tiger.clone()).concurrency(100).once(true).run(),
+    )
+    .await
+    .expect("drained within 60 s")
+    .unwrap();
+    assert_eq!(count(&token), tasks);
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut tiger.connection())
+        .await
+        .unwrap();
+    let calls = |command: &str| -> usize {
+        info.lines()
+            .find_map(|line| {
+                let stats = line.strip_prefix(&format!("cmdstat_{command}:calls="))?;
+                stats.split(',').next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    // Every success removes its task (one DEL each); the script calls (dequeues and
+    // finishes together) are far fewer than the tasks.
+    assert_eq!(calls("del"), tasks);
+    assert!(
+        calls("evalsha") + calls("eval") < tasks / 2,
+        "{} script calls for {tasks} tasks",
+        calls("evalsha") + calls("eval")
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:task:*", tiger.keys().prefix()))
+        .query_async(&mut tiger.connection())
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}

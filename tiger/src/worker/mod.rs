@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rand::seq::{IteratorRandom, SliceRandom};
+use rand::seq::IteratorRandom;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -379,6 +379,25 @@ struct InFlight {
     holder: Option<Vec<u8>>,
 }
 
+/// How many queues one round of dequeues asks at once (see [`Loop::take_work`]).
+const DEQUEUES_PER_ROUND: usize = 16;
+
+/// What one dequeue took, read and ready to start.
+#[derive(Default)]
+struct Taken {
+    queue: String,
+    /// Tasks moved to active (some may have been set aside as unreadable).
+    taken: usize,
+    members: Vec<(Job, Option<execute::Prepared>)>,
+    leases: Vec<(String, Lease)>,
+    /// A batch queue: everything is one group.
+    batch: bool,
+    /// The queue has a semaphore: each group holds a place.
+    gated: bool,
+    /// A batch group's place in the semaphore.
+    group_holder: Option<Vec<u8>>,
+}
+
 /// The worker's state while it runs.
 struct Loop {
     tiger: Tiger,
@@ -582,50 +601,57 @@ impl Loop {
         if free == 0 || self.queues.is_empty() {
             return Ok(false);
         }
-        // Random samples, in random order, so that no queue starves the others; each no
-        // larger than could fill the free slots one task each, so that thousands of known
-        // queues cost no more than a few. Another sample is drawn while slots are free and
-        // untried queues remain.
+        // Rounds of dequeues from a random sample of the known queues, so that no queue
+        // starves the others and thousands of known queues cost no more than a few. The
+        // dequeues of a round go out together (one round trip for all), and the free slots
+        // are shared among them so that together they never take more than fits. Another
+        // round follows while slots are free and untried queues remain.
         let mut started = false;
         let mut tried: HashSet<String> = HashSet::new();
-        while free > 0 {
-            let mut order: Vec<String> = self
+        let mut failed = None;
+        while free > 0 && failed.is_none() {
+            let sample: Vec<String> = self
                 .queues
                 .iter()
                 .filter(|queue| !tried.contains(*queue))
-                .choose_multiple(&mut rand::rng(), free)
+                .choose_multiple(&mut rand::rng(), free.min(DEQUEUES_PER_ROUND))
                 .into_iter()
                 .cloned()
                 .collect();
-            if order.is_empty() {
+            if sample.is_empty() {
                 break;
             }
-            order.shuffle(&mut rand::rng());
-            for queue in order {
-                if free == 0 {
-                    break;
-                }
-                tried.insert(queue.clone());
-                let batch = self.tiger.config().batch_size(&queue);
-                let limit = if batch > 1 { batch } else { free };
-                match self.dequeue(&queue, limit).await {
+            let shares = sample.len();
+            let calls = sample.iter().enumerate().map(|(i, queue)| {
+                let batch = self.tiger.config().batch_size(queue);
+                // `free` split into `shares` parts that add up to it.
+                let share = free / shares + usize::from(i < free % shares);
+                self.dequeue(queue, if batch > 1 { batch } else { share })
+            });
+            let results = futures_util::future::join_all(calls).await;
+            for (queue, result) in sample.into_iter().zip(results) {
+                match result {
                     // Paused, or its semaphore is full: kept, and tried again after the next
                     // event.
                     Ok(None) => {}
-                    Ok(Some(0)) => {
+                    Ok(Some(taken)) if taken.taken == 0 => {
                         self.queues.remove(&queue);
                     }
                     Ok(Some(taken)) => {
-                        free -= if batch > 1 { 1 } else { taken };
+                        free = free.saturating_sub(self.start_taken(taken));
                         started = true;
                     }
-                    Err(err) if client::is_transient(&err) => return Err(err),
+                    Err(err) if client::is_transient(&err) => failed = Some(err),
                     Err(err) => {
                         tracing::error!(%queue, %err, "cannot take tasks from this queue; skipping it until it is announced again");
                         self.queues.remove(&queue);
                     }
                 }
+                tried.insert(queue);
             }
+        }
+        if let Some(err) = failed {
+            return Err(err);
         }
         Ok(started)
     }
@@ -651,9 +677,9 @@ impl Loop {
         [self.holder_prefix.as_bytes(), id].concat()
     }
 
-    /// Moves up to `limit` tasks of `queue` to active and starts them; returns how many, or
-    /// `None` when the queue is paused or its semaphore is full.
-    async fn dequeue(&mut self, queue: &str, limit: usize) -> Result<Option<usize>> {
+    /// Moves up to `limit` tasks of `queue` to active and reads them; `None` when the queue
+    /// is paused or its semaphore is full. [`Loop::start_taken`] starts them.
+    async fn dequeue(&self, queue: &str, limit: usize) -> Result<Option<Taken>> {
         let started = now();
         let batch = self.tiger.config().batch_size(queue) > 1;
         let size = self.semaphore_size(queue);
@@ -669,7 +695,7 @@ impl Loop {
         }
         let ids = taken.ids;
         let Some(first) = ids.first() else {
-            return Ok(Some(0));
+            return Ok(Some(Taken::default()));
         };
         let group_holder = (size.is_some() && batch).then(|| self.holder(first));
         let taken = ids.len();
@@ -730,16 +756,42 @@ impl Loop {
                 .map(|body| execute::prepare(&self.registry, self.tiger.config(), id, body));
             members.push((job, prepared));
         }
-        // A batch queue runs what it took as one group (one slot); others, task by task.
-        if batch {
-            self.start(queue, members, leases, group_holder);
-        } else {
-            for (member, lease) in members.into_iter().zip(leases) {
-                let holder = size.map(|_| self.holder(lease.0.as_bytes()));
-                self.start(queue, vec![member], vec![lease], holder);
-            }
+        Ok(Some(Taken {
+            queue: queue.to_owned(),
+            taken,
+            members,
+            leases,
+            batch,
+            gated: size.is_some(),
+            group_holder,
+        }))
+    }
+
+    /// Starts what a dequeue took: a batch queue's tasks as one group (one slot), others
+    /// task by task. Returns the slots used.
+    fn start_taken(&mut self, taken: Taken) -> usize {
+        let Taken {
+            queue,
+            members,
+            leases,
+            batch,
+            gated,
+            group_holder,
+            ..
+        } = taken;
+        if members.is_empty() {
+            return 0;
         }
-        Ok(Some(taken))
+        if batch {
+            self.start(&queue, members, leases, group_holder);
+            return 1;
+        }
+        let slots = members.len();
+        for (member, lease) in members.into_iter().zip(leases) {
+            let holder = gated.then(|| self.holder(lease.0.as_bytes()));
+            self.start(&queue, vec![member], vec![lease], holder);
+        }
+        slots
     }
 
     /// Gives back a place in `queue`'s semaphore. A failure only delays it: the place
