@@ -223,6 +223,9 @@ fn thousands(value: f64) -> String {
 pub(crate) enum System {
     TigerBest,
     TigerOne,
+    TigerUnique,
+    TigerLocked,
+    TigerRetried,
     TaskTigerSync,
     TaskTigerFork,
     BullMqBest,
@@ -234,6 +237,15 @@ impl System {
         match self {
             System::TigerBest => format!("tiger, concurrency {}", args.concurrency),
             System::TigerOne => "tiger, concurrency 1".to_owned(),
+            System::TigerUnique => format!("tiger, concurrency {}, unique tasks", args.concurrency),
+            System::TigerLocked => format!(
+                "tiger, concurrency {}, a task lock each (`lock_key`)",
+                args.concurrency
+            ),
+            System::TigerRetried => format!(
+                "tiger, concurrency {}, 1 % fail once and retry",
+                args.concurrency
+            ),
             System::TaskTigerSync => "TaskTiger 0.26.3, sync executor".to_owned(),
             System::TaskTigerFork => format!(
                 "TaskTiger 0.26.3, fork executor (S3: {} tasks)",

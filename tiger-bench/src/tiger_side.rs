@@ -28,6 +28,34 @@ async fn noop(n: u64) {
         let delay = micros_now().saturating_sub(n);
         DELAYS.lock().unwrap_or_else(|e| e.into_inner()).push(delay);
     }
+    count_done();
+}
+
+/// `noop` as a unique task: its id is a hash of its argument, checked at enqueue and dequeue.
+#[tiger::task(name = "tiger_bench:unique_noop", queue = "bench", unique)]
+async fn unique_noop(n: u64) {
+    let _ = n;
+    count_done();
+}
+
+/// `noop` under a task lock (`lock_key`): each run takes and releases `t:lockv2:<id>`.
+#[tiger::task(name = "tiger_bench:locked_noop", queue = "bench", lock_key = ["n"])]
+async fn locked_noop(n: u64) {
+    let _ = n;
+    count_done();
+}
+
+/// Fails its first run when `n` is a multiple of 100 (1 %), then succeeds on the retry.
+#[tiger::task(name = "tiger_bench:flaky_noop", queue = "bench", retry_method = fixed(0, 1))]
+async fn flaky_noop(n: u64) -> Result<(), String> {
+    if n % 100 == 0 && tiger::current_task().is_some_and(|task| task.retries == 0) {
+        return Err("the first run of every hundredth task fails".to_owned());
+    }
+    count_done();
+    Ok(())
+}
+
+fn count_done() {
     if DONE.fetch_add(1, Ordering::Relaxed) + 1 == TARGET.load(Ordering::Relaxed) {
         REACHED.notify_one();
     }
@@ -67,6 +95,7 @@ pub(crate) async fn measure(
     let mut best = Vec::new();
     let mut one = Vec::new();
     let mut commands = Vec::new();
+    let mut extra = Vec::new();
     let runs = args.runs;
     match scenario {
         Scenario::Enqueue | Scenario::Bulk | Scenario::Memory => {
@@ -94,6 +123,10 @@ pub(crate) async fn measure(
                     commands = redis_stats::commands(tiger, DONE.load(Ordering::Relaxed)).await;
                     into.push(run);
                 }
+            }
+            // The same drain with each option that costs Redis work per task.
+            for (system, runs_of) in options(tiger, args).await {
+                extra.push((system, Cell::Runs(runs_of)));
             }
         }
         Scenario::Latency => {
@@ -131,7 +164,42 @@ pub(crate) async fn measure(
     if !one.is_empty() {
         cells.push((System::TigerOne, Cell::Runs(one)));
     }
+    cells.extend(extra);
     (cells, commands)
+}
+
+/// S3 with unique tasks, with locked tasks, and with 1 % failing once and retried, at the
+/// best concurrency.
+async fn options(tiger: &Tiger, args: &Args) -> Vec<(System, Vec<Run>)> {
+    let mut rows = Vec::new();
+    for system in [
+        System::TigerUnique,
+        System::TigerLocked,
+        System::TigerRetried,
+    ] {
+        let mut runs = Vec::new();
+        for _ in 0..args.runs {
+            redis_stats::flush(tiger).await;
+            let mut start = 0;
+            while start < args.tasks {
+                let end = args.tasks.min(start + 100_000);
+                let calls = start..end;
+                let written = match system {
+                    System::TigerUnique => unique_noop::delay_many(calls).on(tiger).await,
+                    System::TigerLocked => locked_noop::delay_many(calls).on(tiger).await,
+                    _ => flaky_noop::delay_many(calls).on(tiger).await,
+                };
+                written.expect("enqueue");
+                start = end;
+            }
+            // The retries wait in `scheduled` for the sweep (every second) to queue them
+            // again, so that drain runs until every task has succeeded.
+            let take = (system == System::TigerRetried).then_some(args.tasks);
+            runs.push(drain(tiger, args.concurrency, args.cap(), take).await);
+        }
+        rows.push((system, runs));
+    }
+    rows
 }
 
 /// `tasks` per second of what `work` took.
