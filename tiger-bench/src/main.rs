@@ -3,7 +3,7 @@
 //! in one run. Without `--compare`, tiger alone.
 //!
 //! Every scenario starts from a fresh Redis (`FLUSHALL`); the task is a no-op with one small
-//! integer argument. Scenarios (the numbering of issue 5):
+//! integer argument. Scenarios (README "Benchmarks" describes them and how they are fair):
 //! - S1 enqueue: one producer, one task at a time, awaiting each → tasks/s.
 //! - S2 bulk enqueue through the system's bulk API (tiger: `delay_many`) → tasks/s.
 //! - S3 drain: pre-queued tasks, one worker process until empty → tasks/s.
@@ -70,8 +70,8 @@ pub(crate) struct Args {
     /// Tasks S7 drains from the backlog per run.
     #[arg(long, default_value_t = 100_000)]
     backlog_take: u64,
-    /// tiger's concurrency for its best row (200: S3 measured 29 000 tasks/s at 50, 41 000
-    /// at 200, no more at 500 or 1 000).
+    /// tiger's concurrency for its best row (200: S3 measured about 29 000 tasks/s at 50,
+    /// 41 000–52 000 at 200, no more at 500 or 1 000).
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
     /// BullMQ's concurrency for its best row.
@@ -160,7 +160,7 @@ pub(crate) struct Run {
 #[derive(Debug, Clone)]
 pub(crate) enum Cell {
     Runs(Vec<Run>),
-    Skipped(&'static str),
+    Skipped(String),
 }
 
 impl Cell {
@@ -269,6 +269,12 @@ async fn main() {
 }
 
 async fn run(args: &Args) -> Result<(), String> {
+    if args.backlog_take > args.backlog {
+        return Err(format!(
+            "--backlog-take {} is more than the --backlog {} it drains from",
+            args.backlog_take, args.backlog
+        ));
+    }
     let peers = if args.compare {
         Some(peers::Peers::install().map_err(|e| format!("installing the peers: {e}"))?)
     } else {

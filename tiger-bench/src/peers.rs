@@ -80,7 +80,7 @@ impl Peers {
             Scenario::Bulk => {
                 return Ok(vec![(
                     System::TaskTigerSync,
-                    Cell::Skipped("TaskTiger has no bulk enqueue API"),
+                    Cell::Skipped("TaskTiger has no bulk enqueue API".to_owned()),
                 )]);
             }
             Scenario::Drain => {
@@ -294,10 +294,11 @@ impl Peers {
             }
             Scenario::ManyQueues => vec![(
                 System::BullMqBest,
-                Cell::Skipped(
+                Cell::Skipped(format!(
                     "a BullMQ Worker serves one queue and holds its own blocking connection, \
-                     so one worker process over 10 000 queues would need 10 000 of them",
-                ),
+                     so one worker process over {n} queues would need {n} of them",
+                    n = args.queues
+                )),
             )],
             Scenario::Backlog => {
                 redis_stats::flush(tiger).await;

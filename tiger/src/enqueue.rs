@@ -439,8 +439,11 @@ impl Ready {
 /// ```
 ///
 /// The answer is every id in call order. When some calls are refused
-/// ([`Error::QueueFull`], [`Error::UniqueInAnotherQueue`]) the others are still written,
-/// and the answer is [`Error::PartlyEnqueued`] naming both. A Redis error mid-way can leave
+/// ([`Error::QueueFull`], [`Error::UniqueInAnotherQueue`], or with
+/// [`Config::always_eager`](crate::Config::always_eager) an eager task that failed) the
+/// others are still written, and the answer is [`Error::PartlyEnqueued`]: its `refused`
+/// holds each refused call's position and error, its `enqueued` the ids of the other calls
+/// in call order (empty when every call was refused). A Redis error mid-way can leave
 /// some pipelines written (up to four are in flight at once); enqueueing the same unique tasks again is safe.
 #[must_use = "a `DelayMany` enqueues nothing until it is awaited"]
 #[derive(Debug)]
