@@ -228,6 +228,7 @@ pub(crate) enum System {
     TigerRetried,
     TaskTigerSync,
     TaskTigerFork,
+    RoundTrip,
     BullMqBest,
     BullMqOne,
 }
@@ -253,6 +254,9 @@ impl System {
             ),
             System::BullMqBest => format!("BullMQ 6.7.6, concurrency {}", args.bullmq_concurrency),
             System::BullMqOne => "BullMQ 6.7.6, concurrency 1".to_owned(),
+            System::RoundTrip => {
+                "for scale: one `PING` at a time through tiger's connection".to_owned()
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ async fn locked_noop(n: u64) {
 /// Fails its first run when `n` is a multiple of 100 (1 %), then succeeds on the retry.
 #[tiger::task(name = "tiger_bench:flaky_noop", queue = "bench", retry_method = fixed(0, 1))]
 async fn flaky_noop(n: u64) -> Result<(), String> {
-    if n % 100 == 0 && tiger::current_task().is_some_and(|task| task.retries == 0) {
+    if n.is_multiple_of(100) && tiger::current_task().is_some_and(|task| task.retries == 0) {
         return Err("the first run of every hundredth task fails".to_owned());
     }
     count_done();
@@ -96,6 +96,7 @@ pub(crate) async fn measure(
     let mut one = Vec::new();
     let mut commands = Vec::new();
     let mut extra = Vec::new();
+    let mut ceiling = Vec::new();
     let runs = args.runs;
     match scenario {
         Scenario::Enqueue | Scenario::Bulk | Scenario::Memory => {
@@ -111,6 +112,9 @@ pub(crate) async fn measure(
                 };
                 best.push(run);
                 commands = redis_stats::commands(tiger, tasks).await;
+                if scenario == Scenario::Enqueue {
+                    ceiling.push(rate(args.enqueue, pings(tiger, args.enqueue)).await);
+                }
             }
         }
         Scenario::Drain => {
@@ -165,6 +169,9 @@ pub(crate) async fn measure(
         cells.push((System::TigerOne, Cell::Runs(one)));
     }
     cells.extend(extra);
+    if !ceiling.is_empty() {
+        cells.push((System::RoundTrip, Cell::Runs(ceiling)));
+    }
     (cells, commands)
 }
 
@@ -216,6 +223,17 @@ async fn rate(tasks: u64, work: impl Future<Output = ()>) -> Run {
 async fn enqueue(tiger: &Tiger, tasks: u64) {
     for n in 0..tasks {
         noop::delay(n % 1000).on(tiger).await.expect("enqueue");
+    }
+}
+
+/// The bound on S1 for any client that awaits each call: one bare round trip at a time.
+async fn pings(tiger: &Tiger, calls: u64) {
+    let mut connection = tiger.connection();
+    for _ in 0..calls {
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await
+            .expect("ping");
     }
 }
 

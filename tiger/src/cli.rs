@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use std::time::Duration;
 
+pub use crate::admin::{Command, Selection};
 use crate::{
     Config, Executor, Result, Stopped, Tiger, Worker,
     client::{DEFAULT_REDIS_URL, PREFIX_ENV, REDIS_URL_ENV},
@@ -15,7 +16,13 @@ use crate::{
 /// Command-line flags of the worker program. `tiger::run_worker()` parses them from the
 /// process arguments; [`WorkerArgs::run`] runs a worker with them.
 #[derive(Debug, Clone, Parser)]
-#[command(about = "Runs a tiger worker: takes tasks off Redis queues and runs them", long_about = None)]
+#[command(
+    about = "Runs a tiger worker: takes tasks off Redis queues and runs them. \
+             The subcommands inspect and repair the queues instead.",
+    long_about = None,
+    after_help = "Exit status of the subcommands: 0 done, 1 failed (Redis...), 2 usage error, \
+                  3 no such task, 4 task in the wrong state, 5 confirmation declined."
+)]
 #[non_exhaustive]
 pub struct WorkerArgs {
     /// Only these queues and their subqueues (comma-separated); default: all.
@@ -28,12 +35,12 @@ pub struct WorkerArgs {
     pub exclude_queues: Vec<String>,
 
     /// Redis to use.
-    #[arg(long, env = REDIS_URL_ENV, default_value = DEFAULT_REDIS_URL)]
+    #[arg(long, global = true, env = REDIS_URL_ENV, default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
 
     /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX) [default: the program's Config,
     /// `t`].
-    #[arg(long, env = PREFIX_ENV)]
+    #[arg(long, global = true, env = PREFIX_ENV)]
     pub prefix: Option<String>,
 
     /// How many tasks run at once in this process.
@@ -64,6 +71,10 @@ pub struct WorkerArgs {
     /// tasks in flight first), as TaskTiger's --exit-after.
     #[arg(long, value_name = "MINUTES", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub exit_after: Option<f64>,
+
+    /// An operator's command instead of running a worker (see [`Command`]).
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 impl WorkerArgs {
@@ -99,10 +110,7 @@ impl WorkerArgs {
     /// the program set one already, so `delay` calls outside tasks reach the same Redis.
     pub async fn run_with(self, config: Config) -> Result<Stopped> {
         let (shutdown, hand_back, signals_seen) = signals()?;
-        let config = Config {
-            redis_prefix: self.prefix.clone().unwrap_or(config.redis_prefix.clone()),
-            ..config
-        };
+        let config = self.config(config);
         let mut shutdown = Box::pin(shutdown);
         let Some(tiger) = connect_patiently(&self.redis_url, config, &mut shutdown).await? else {
             return Ok(Stopped::Shutdown);
@@ -137,6 +145,30 @@ impl WorkerArgs {
             }
             stopped => Ok(stopped),
         }
+    }
+}
+
+impl WorkerArgs {
+    /// `config` with `--prefix` (or `TIGER_PREFIX`) applied.
+    fn config(&self, config: Config) -> Config {
+        Config {
+            redis_prefix: self.prefix.clone().unwrap_or(config.redis_prefix.clone()),
+            ..config
+        }
+    }
+
+    /// Runs the subcommand given, if any, and returns its exit status; `None` when the
+    /// flags ask for a worker.
+    pub async fn run_command(&mut self, config: Config) -> Option<i32> {
+        let command = self.command.take()?;
+        let config = self.config(config);
+        Some(match Tiger::connect_with(&self.redis_url, config).await {
+            Ok(tiger) => crate::admin::run(command, &tiger).await,
+            Err(err) => {
+                eprintln!("error: {err}");
+                1
+            }
+        })
     }
 }
 
@@ -324,6 +356,10 @@ pub fn run_worker_with(config: Config) {
         .build();
     match runtime {
         Ok(runtime) => {
+            let mut args = args;
+            if let Some(code) = runtime.block_on(args.run_command(config.clone())) {
+                std::process::exit(code);
+            }
             let result = runtime.block_on(args.run_with(config));
             // Do not wait for the thread of a plain fn that ran past its hard timeout: its
             // outcome is recorded, and it would keep the process (and a second signal) waiting.
@@ -355,8 +391,11 @@ pub async fn run_worker_async() {
 /// [`run_worker_async`] with the program's own settings, as [`run_worker_with`].
 pub async fn run_worker_async_with(config: Config) {
     crate::serve_executor_child(&config);
-    let args = WorkerArgs::from_env();
+    let mut args = WorkerArgs::from_env();
     init_logging();
+    if let Some(code) = args.run_command(config.clone()).await {
+        std::process::exit(code);
+    }
     conclude(args.run_with(config).await);
 }
 

@@ -43,7 +43,7 @@ impl From<SystemTime> for When {
 
 impl When {
     /// Unix seconds, given the current time `now`.
-    fn timestamp(self, now: f64) -> f64 {
+    pub(crate) fn timestamp(self, now: f64) -> f64 {
         match self {
             When::In(delay) => now + delay.as_secs_f64(),
             When::At(at) => match at.duration_since(UNIX_EPOCH) {

@@ -115,6 +115,41 @@ pub enum Error {
         traceback: String,
     },
 
+    /// The inspection API found no such task: its id is not in the state's zset (or, for
+    /// [`Task::n_executions`](crate::Task::n_executions), its JSON is gone).
+    #[error("no task `{id}` in {place}")]
+    TaskNotFound {
+        /// The task id.
+        id: String,
+        /// Where it was looked for: `error on queue `emails``, say.
+        place: String,
+    },
+
+    /// The task is in a state the operation does not apply to (retrying a queued task, say).
+    /// Nothing was changed.
+    #[error(
+        "task `{id}` is {state} on queue `{queue}`; this works only on {} tasks",
+        expected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+    )]
+    WrongState {
+        /// The task id.
+        id: String,
+        /// Its queue.
+        queue: String,
+        /// The state it is in.
+        state: crate::State,
+        /// The states the operation applies to.
+        expected: Vec<crate::State>,
+    },
+
+    /// The task's JSON kept being rewritten by others while an operation tried to change it
+    /// (five times in a row). Nothing was changed; try again.
+    #[error("task `{id}` kept changing while being updated; nothing was changed, try again")]
+    Conflict {
+        /// The task id.
+        id: String,
+    },
+
     /// A setting is out of range or malformed (an empty queue name, concurrency 0, …).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -17,7 +17,8 @@
 use std::fmt;
 
 /// One of the four states a stored task can be in. A finished task is deleted, not kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Waiting to run now.
     Queued,
@@ -41,6 +42,22 @@ impl State {
             State::Scheduled => "scheduled",
             State::Error => "error",
         }
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = crate::Error;
+
+    /// `queued`, `active`, `scheduled` or `error`.
+    fn from_str(name: &str) -> crate::Result<State> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+            .ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "`{name}` is not a state: use queued, active, scheduled or error"
+                ))
+            })
     }
 }
 

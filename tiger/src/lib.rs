@@ -136,11 +136,13 @@
 /// ```
 pub use tiger_macros::task;
 
+mod admin;
 mod cli;
 mod client;
 mod config;
 mod enqueue;
 mod error;
+mod inspect;
 pub mod keys;
 mod pause;
 pub mod retry;
@@ -151,14 +153,17 @@ pub mod testing;
 mod time;
 pub mod worker;
 
+pub use admin::{EXIT_DECLINED, EXIT_NOT_FOUND, EXIT_WRONG_STATE};
 pub use cli::{
-    WorkerArgs, init_logging, run_worker, run_worker_async, run_worker_async_with, run_worker_with,
+    Command, Selection, WorkerArgs, init_logging, run_worker, run_worker_async,
+    run_worker_async_with, run_worker_with,
 };
 pub use client::{DEFAULT_REDIS_URL, Tiger};
 pub use config::Config;
 pub use enqueue::When;
 pub use enqueue::{Delay, DelayMany};
 pub use error::{Error, Result};
+pub use inspect::{Execution, StateCounts, Task, TaskData};
 pub use keys::State;
 pub use retry::{RetryMethod, exponential, fixed, linear};
 pub use schedule::{Schedule, cron, periodic};

@@ -19,6 +19,45 @@ static LOCK_RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("heartbeat.lua")));
 static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lock_release.lua")));
+static RESCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("reschedule.lua")));
+
+/// What `reschedule.lua` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rescheduled {
+    Done,
+    /// The task is not in `scheduled` (any more).
+    NotScheduled,
+    /// Its JSON changed since it was read.
+    Changed,
+}
+
+/// Sets the due time of the scheduled task `id` and replaces its JSON `read` (`None`: it
+/// has none) with `patched`, unless the JSON changed meanwhile.
+pub(crate) async fn reschedule(
+    tiger: &Tiger,
+    queue: &str,
+    id: &str,
+    due: f64,
+    read: Option<String>,
+    patched: Option<String>,
+) -> Result<Rescheduled> {
+    let keys = tiger.keys();
+    let answer: i64 = RESCHEDULE
+        .key(keys.queue(State::Scheduled, queue))
+        .key(keys.task(id))
+        .arg(id)
+        .arg(due)
+        .arg(if read.is_some() { "1" } else { "0" })
+        .arg(read.unwrap_or_default())
+        .arg(patched.unwrap_or_default())
+        .invoke_async(&mut tiger.connection())
+        .await?;
+    Ok(match answer {
+        1 => Rescheduled::Done,
+        0 => Rescheduled::NotScheduled,
+        _ => Rescheduled::Changed,
+    })
+}
 
 /// Moves up to `batch` due tasks of `queue` from scheduled to queued; returns how many.
 pub(crate) async fn schedule(tiger: &Tiger, queue: &str, now: f64, batch: usize) -> Result<usize> {

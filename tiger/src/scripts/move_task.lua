@@ -58,8 +58,9 @@ local function move(K, A)
     end
     redis.call('SADD', K[4], A[2])
   elseif A[6] == '1' then
-    -- A unique id can sit in several states of its queue at once; keep what they still need.
-    if A[10] ~= '1' and not redis.call('ZSCORE', K[11], id) then
+    -- A unique id can sit in several states of its queue at once; keep what they still need:
+    -- the records stay while the task is (still) in error, unless it is leaving error now.
+    if A[10] == '1' or not redis.call('ZSCORE', K[11], id) then
       redis.call('DEL', K[6], K[7])
     end
     local referenced = false
