@@ -2,17 +2,20 @@
 //! report of what ran and what failed.
 //!
 //! ```sh
-//! cargo run --example quickstart
+//! cargo run --example quickstart             # the demo
+//! cargo run --example quickstart -- stats    # then the operator's commands on its queues
+//! cargo run --example quickstart -- --help   # (any argument: the worker program)
 //! ```
 //!
 //! It uses the Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`) under the key prefix
-//! `tiger-quickstart`, which it empties before and after. When nothing answers there and
-//! `redis-server` is on `PATH`, it starts a throwaway one on a free port.
+//! `tiger-quickstart`, which it empties first; it leaves the tasks that failed there, for
+//! the operator's commands to look at. When nothing answers there and `redis-server` is on
+//! `PATH`, it starts a throwaway one on a free port (gone when the demo ends).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiger::{Config, State, Tiger, Worker, testing::RedisServer};
+use tiger::{Config, State, Task, Tiger, Worker, testing::RedisServer};
 
 const PREFIX: &str = "tiger-quickstart";
 
@@ -60,6 +63,15 @@ async fn monthly_report(totals: Totals, recipients: Option<Vec<String>>) {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().len() > 1 {
+        // With arguments this is the worker program, on the demo's prefix: `stats`, `list
+        // emails error`, `show <id>`, `retry <id>`, … or flags to run a worker.
+        let config = Config {
+            redis_prefix: PREFIX.into(),
+            ..Config::default()
+        };
+        return tiger::run_worker_async_with(config).await;
+    }
     if let Err(err) = run().await {
         eprintln!("quickstart failed: {err}");
         std::process::exit(1);
@@ -108,8 +120,7 @@ async fn run() -> tiger::Result<()> {
         .run()
         .await?;
 
-    report(&tiger).await?;
-    clear_prefix(&tiger).await
+    report(&tiger).await
 }
 
 /// The Redis to use: `REDIS_URL` if something answers there, else a throwaway server.
@@ -149,45 +160,29 @@ async fn answers(url: &str) -> bool {
     )
 }
 
-/// Prints the tasks left in the error state with their last execution record.
+/// Prints the tasks left in the error state with their last execution record, through the
+/// inspection API.
 async fn report(tiger: &Tiger) -> tiger::Result<()> {
-    let keys = tiger.keys();
-    let mut conn = tiger.connection();
-    let queues: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys.state_set(State::Error))
-        .query_async(&mut conn)
-        .await?;
     let mut failed = 0;
     println!("failed tasks:");
-    for queue in queues {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(keys.queue(State::Error, &queue))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await?;
-        for id in ids {
-            let body: String = redis::cmd("GET")
-                .arg(keys.task(&id))
-                .query_async(&mut conn)
-                .await?;
-            let record: String = redis::cmd("LINDEX")
-                .arg(keys.executions(&id))
-                .arg(-1)
-                .query_async(&mut conn)
-                .await?;
-            let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let record: serde_json::Value = serde_json::from_str(&record).unwrap_or_default();
-            let traceback = record["traceback"].as_str().unwrap_or_default();
+    for queue in tiger.queue_stats().await?.keys() {
+        let (_, tasks) = Task::tasks_from_queue(tiger, queue, State::Error, 0, 100, 1).await?;
+        for task in tasks {
+            let func = task.data.as_ref().map_or("?", |data| data.func.as_str());
+            let record = task.executions.last().cloned().unwrap_or_default();
             println!(
-                "  {} on {queue}: {}",
-                body["func"], record["exception_name"]
+                "  {func} on {queue}: {}",
+                record.exception_name.unwrap_or_default()
             );
+            let traceback = record.traceback.unwrap_or_default();
             println!("    {}", traceback.lines().next().unwrap_or_default());
             failed += 1;
         }
     }
     println!("{failed} failed; the rest succeeded and left nothing in Redis");
+    println!(
+        "look closer: cargo run --example quickstart -- stats (or list emails error, show <id>, retry <id>)"
+    );
     Ok(())
 }
 

@@ -188,3 +188,54 @@ async fn delay_many_takes_mixed_calls_and_runs_them_in_process_when_eager() {
     assert_eq!(sorted(take::<String>(&eager_token)), ["x", "y"]);
     assert!(fx.redis.keys(&eager).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn delay_many_announces_each_queue_once_per_script_call_not_once_per_task() {
+    use futures_util::StreamExt;
+    let fx = Fixture::new().await;
+    let channel = fx.tiger.keys().activity();
+    let mut pubsub = redis::Client::open(fx.redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    let token = token();
+    // 300 calls over three queues, interleaved: three script calls of 100 tasks each.
+    let queues = ["b.one", "b.two", "b.three"];
+    let calls: Vec<_> = (0..300)
+        .map(|i| note::delay(token.clone(), format!("{i}")).queue(queues[i % 3]))
+        .collect();
+    DelayMany::new(calls).on(&fx.tiger).await.unwrap();
+    // Messages come in order: once this one arrives, every announcement has.
+    redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg("sentinel")
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut messages = pubsub.on_message();
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
+            .await
+            .expect("the sentinel within 5 s")
+            .unwrap();
+        let queue: String = message.get_payload().unwrap();
+        if queue == "sentinel" {
+            break;
+        }
+        seen.push(queue);
+    }
+    assert_eq!(seen.len(), 9, "each queue once per call: {seen:?}");
+    for queue in queues {
+        assert_eq!(seen.iter().filter(|q| *q == queue).count(), 3);
+        assert_eq!(fx.ids(State::Queued, queue).await.len(), 100);
+    }
+    let queued: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(fx.tiger.keys().state_set(State::Queued))
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    assert_eq!(sorted(queued), sorted(queues));
+}

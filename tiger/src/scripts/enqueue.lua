@@ -1,37 +1,62 @@
--- Writes a new task (or re-writes a unique one) and adds it to a queue's queued or
+-- Writes new tasks (or re-writes unique ones) and adds each to its queue's queued or
 -- scheduled zset, keeping the score of an id already there (so a unique task keeps its
 -- place). Checks `max_queue_size` in the same step, so the check cannot race.
 --
+-- Each task takes 7 KEYS and 7 ARGV, one task after another; for one task:
 -- KEYS: 1 target zset (queued or scheduled), 2 target state set, 3 task,
 --       4 queued zset, 5 active zset, 6 scheduled zset, 7 error zset (all of this queue)
 -- ARGV: 1 queue name, 2 id, 3 score, 4 task JSON, 5 channel to publish the queue name on
 --       ('' = none), 6 max queue size ('' = none), 7 '1' if the task is unique
--- Returns 1 when written; -1 when the queue is full; -2 when a unique task with this id
--- exists but in none of this queue's states (it belongs to another queue). Nothing is
--- written in either refusal.
-local id = ARGV[2]
-local here = false
-if ARGV[7] == '1' then
-  for i = 4, 7 do
-    if redis.call('ZSCORE', KEYS[i], id) then
-      here = true
+-- Returns one number per task: 1 when written; -1 when the queue is full; -2 when a unique
+-- task with this id exists but in none of this queue's states (it belongs to another
+-- queue). Nothing of a refused task is written. Each queue is added to its state set and
+-- announced on its channel once per call, after every task of the call is written.
+-- The task whose KEYS start after `k` and ARGV after `a`.
+local function enqueue(k, a, announce)
+  local id = ARGV[a + 2]
+  local task = KEYS[k + 3]
+  if ARGV[a + 7] == '1' then
+    local here = false
+    for i = 4, 7 do
+      if redis.call('ZSCORE', KEYS[k + i], id) then
+        here = true
+      end
+    end
+    if not here and redis.call('EXISTS', task) == 1 then
+      return -2
     end
   end
-  if not here and redis.call('EXISTS', KEYS[3]) == 1 then
-    return -2
+  -- Only a new entry can overfill the queue: an id already in the target zset adds nothing.
+  local max = ARGV[a + 6]
+  if max ~= '' and not redis.call('ZSCORE', KEYS[k + 1], id) then
+    local size = redis.call('ZCARD', KEYS[k + 4]) + redis.call('ZCARD', KEYS[k + 5])
+      + redis.call('ZCARD', KEYS[k + 6])
+    if size >= tonumber(max) then
+      return -1
+    end
+  end
+  redis.call('SET', task, ARGV[a + 4])
+  redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[a + 3], id)
+  announce[#announce + 1] = k
+  return 1
+end
+
+local results = {}
+local announce = {}
+for t = 0, #KEYS / 7 - 1 do
+  results[t + 1] = enqueue(t * 7, t * 7, announce)
+end
+-- Each (state set, queue, channel) once.
+local seen = {}
+for _, k in ipairs(announce) do
+  local set, queue, channel = KEYS[k + 2], ARGV[k + 1], ARGV[k + 5]
+  local mark = set .. '\n' .. queue .. '\n' .. channel
+  if not seen[mark] then
+    seen[mark] = true
+    redis.call('SADD', set, queue)
+    if channel ~= '' then
+      redis.call('PUBLISH', channel, queue)
+    end
   end
 end
--- Only a new entry can overfill the queue: an id already in the target zset adds nothing.
-if ARGV[6] ~= '' and not redis.call('ZSCORE', KEYS[1], id) then
-  local size = redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[6])
-  if size >= tonumber(ARGV[6]) then
-    return -1
-  end
-end
-redis.call('SET', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[1], 'NX', ARGV[3], id)
-redis.call('SADD', KEYS[2], ARGV[1])
-if ARGV[5] ~= '' then
-  redis.call('PUBLISH', ARGV[5], ARGV[1])
-end
-return 1
+return results
