@@ -305,7 +305,7 @@ async fn list(
         emit(&format!(
             "{} {} on queue `{queue}`; none past the first {skip}",
             plural(total, "task"),
-            phrase(state)
+            state.phrase()
         ));
         return Ok(0);
     }
@@ -315,7 +315,7 @@ async fn list(
         State::Scheduled => "due",
         State::Error => "failed",
     };
-    let mut table = table(&["id", "function", "arguments", when, "failed runs"]);
+    let mut table = table(&["id", "function", "arguments", when, "failures"]);
     let now = now();
     for task in &tasks {
         let (func, arguments) = match &task.data {
@@ -334,7 +334,7 @@ async fn list(
     emit(&format!(
         "{} {} on queue `{queue}`, newest first; {} to {}:\n{table}",
         plural(total, "task"),
-        phrase(state),
+        state.phrase(),
         skip + 1,
         skip + tasks.len()
     ));
@@ -535,7 +535,7 @@ async fn act_on_all(tiger: &Tiger, action: Action, selection: &Selection) -> Res
         .collect();
     let total: u64 = queues.iter().map(|(_, n)| n).sum();
     if total == 0 {
-        emit(&format!("no tasks {} to {}", phrase(state), action.verb()));
+        emit(&format!("no tasks {} to {}", state.phrase(), action.verb()));
         return Ok(0);
     }
     let listed: Vec<&str> = queues.iter().map(|(q, _)| q.as_str()).collect();
@@ -543,7 +543,7 @@ async fn act_on_all(tiger: &Tiger, action: Action, selection: &Selection) -> Res
         "{} {} {} on {} ({})?",
         action.verb(),
         plural(total, "task"),
-        phrase(state),
+        state.phrase(),
         plural(listed.len() as u64, "queue"),
         listed.join(", ")
     );
@@ -684,14 +684,6 @@ fn relative(ts: f64, now: f64) -> String {
     }
 }
 
-/// `in error` for the error state, else the state's name.
-fn phrase(state: State) -> &'static str {
-    match state {
-        State::Error => "in error",
-        other => other.as_str(),
-    }
-}
-
 fn plural(n: u64, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
@@ -701,7 +693,7 @@ fn plural(n: u64, word: &str) -> String {
 }
 
 fn names(states: &[State]) -> String {
-    let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let names: Vec<&str> = states.iter().map(|s| s.phrase()).collect();
     names.join(" or ")
 }
 

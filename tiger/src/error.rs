@@ -128,8 +128,9 @@ pub enum Error {
     /// The task is in a state the operation does not apply to (retrying a queued task, say).
     /// Nothing was changed.
     #[error(
-        "task `{id}` is {state} on queue `{queue}`; this works only on {} tasks",
-        expected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+        "task `{id}` is {} on queue `{queue}`; this applies only to tasks {}",
+        state.phrase(),
+        expected.iter().map(|s| s.phrase()).collect::<Vec<_>>().join(" or ")
     )]
     WrongState {
         /// The task id.

@@ -45,6 +45,16 @@ impl State {
     }
 }
 
+impl State {
+    /// How a sentence says a task is in it: `queued`, `active`, `scheduled`, `in error`.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            State::Error => "in error",
+            other => other.as_str(),
+        }
+    }
+}
+
 impl std::str::FromStr for State {
     type Err = crate::Error;
 
