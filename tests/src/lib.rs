@@ -301,6 +301,30 @@ impl Fixture {
         body.map(|b| serde_json::from_str(&b).expect("body is JSON"))
     }
 
+    /// The port of the fixture's Redis, as the Python helpers take it.
+    pub fn port(&self) -> String {
+        let url = self.redis.url();
+        let port = url.rsplit(':').next().unwrap_or_default();
+        port.trim_end_matches('/').to_owned()
+    }
+
+    /// Runs the Python helper `tests/python/<script>` with the fixture's port and prefix,
+    /// then `args`, and parses what it prints as JSON.
+    pub fn python_json(&self, script: &str, args: &[&str]) -> serde_json::Value {
+        let output = std::process::Command::new(python())
+            .arg(workspace_root().join("tests/python").join(script))
+            .args([self.port().as_str(), self.tiger.keys().prefix()])
+            .args(args)
+            .output()
+            .expect("run python");
+        assert!(
+            output.status.success(),
+            "python {script} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("python printed JSON")
+    }
+
     /// Writes a task the way a foreign producer would: raw body, queue entry, queue set.
     pub async fn inject(&self, queue: &str, id: &str, body: Option<&str>) {
         let keys = self.tiger.keys();

@@ -267,29 +267,7 @@ async fn python_shapes_read_leniently_and_a_reschedule_changes_only_scheduled_at
 #[tokio::test]
 async fn tasks_queued_by_python_tasktiger_are_read_and_rescheduled_for_python_to_see() {
     let fx = Fixture::new().await;
-    let port = fx
-        .redis
-        .url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
-    let script = workspace_root().join("tests/python/produce_tasks.py");
-    let python = |args: &[&str]| {
-        let output = std::process::Command::new(python())
-            .arg(&script)
-            .args([port.as_str(), fx.tiger.keys().prefix()])
-            .args(args)
-            .output()
-            .expect("run python");
-        assert!(
-            output.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("python printed JSON")
-    };
+    let python = |args: &[&str]| fx.python_json("produce_tasks.py", args);
     let ids = python(&[]);
     let scheduled_id = ids["scheduled"].as_str().unwrap();
     let queued_id = ids["queued"].as_str().unwrap();

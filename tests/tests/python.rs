@@ -6,25 +6,7 @@ use tiger::State;
 use tiger_tests::*;
 
 fn inspect(fx: &Fixture, queue: &str) -> serde_json::Value {
-    let port = fx
-        .redis
-        .url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
-    let output = std::process::Command::new(python())
-        .arg(workspace_root().join("tests/python/inspect_queue.py"))
-        .args([&port, fx.tiger.keys().prefix(), queue])
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("python printed JSON")
+    fx.python_json("inspect_queue.py", &[queue])
 }
 
 #[tokio::test]

@@ -14,7 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use serde_json::json;
 
-use crate::{Error, Result, State, StateCounts, Task, Tiger, When, queue_matches, time::now};
+use crate::{
+    Error, Result, State, StateCounts, Task, Tiger, When, cli::parse_seconds, queue_matches,
+    time::now,
+};
 
 /// Exit status: no such task.
 pub const EXIT_NOT_FOUND: i32 = 3;
@@ -30,7 +33,7 @@ pub enum Command {
     /// A table of every queue's tasks by state.
     Stats {
         /// Refresh every SECONDS (default 2) until Ctrl-C; with --json, one line per refresh.
-        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_interval)]
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_seconds)]
         watch: Option<f64>,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -108,7 +111,7 @@ pub enum Command {
         /// The queue (its subqueues are not paused).
         queue: String,
         /// For how long.
-        #[arg(value_parser = parse_interval)]
+        #[arg(value_parser = parse_seconds)]
         seconds: f64,
     },
 }
@@ -699,14 +702,6 @@ fn names(states: &[State]) -> String {
 
 fn parse_state(text: &str) -> std::result::Result<State, String> {
     text.parse().map_err(|err: Error| err.to_string())
-}
-
-fn parse_interval(text: &str) -> std::result::Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(n) if (0.0..1e9).contains(&n) => Ok(n),
-        Ok(_) => Err("must be a number of seconds from 0 up".into()),
-        Err(err) => Err(err.to_string()),
-    }
 }
 
 /// `now`, a delay (`90s`, `1h 30m`), an RFC 3339 time, or Unix seconds.

@@ -204,7 +204,7 @@ fn non_empty(names: Vec<String>) -> Vec<String> {
 }
 
 /// A number of seconds or minutes: finite, not negative.
-fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+pub(crate) fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
     match text.parse::<f64>() {
         Ok(n) if (0.0..1e12).contains(&n) => Ok(n),
         Ok(_) => Err("must be a number from 0 up".into()),
