@@ -242,7 +242,16 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
 async fn stats(tiger: &Tiger, watch: Option<f64>, json: bool) -> Result<i32> {
     let clear = watch.is_some() && !json && std::io::stdout().is_terminal();
     loop {
-        let stats = tiger.queue_stats().await?;
+        let stats = match tiger.queue_stats().await {
+            Ok(stats) => stats,
+            // Watching goes on through an outage, saying so each time.
+            Err(err) if watch.is_some() && crate::client::is_transient(&err) => {
+                eprintln!("error: {err} (trying again)");
+                wait(watch).await;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         if json {
             emit(&serde_json::to_string(&stats).unwrap_or_default());
         } else {
@@ -256,13 +265,20 @@ async fn stats(tiger: &Tiger, watch: Option<f64>, json: bool) -> Result<i32> {
             text.push_str(&stats_table(&stats, tiger.keys().prefix()));
             emit(&text);
         }
-        let Some(every) = watch else {
+        if watch.is_none() || wait(watch).await {
             return Ok(0);
-        };
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs_f64(every)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(0),
         }
+    }
+}
+
+/// Waits `every` seconds; true when Ctrl-C came first (or there is nothing to wait for).
+async fn wait(every: Option<f64>) -> bool {
+    let Some(every) = every else {
+        return true;
+    };
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs_f64(every)) => false,
+        _ = tokio::signal::ctrl_c() => true,
     }
 }
 
@@ -302,6 +318,14 @@ async fn list(
     let (total, tasks) = Task::tasks_from_queue(tiger, queue, state, skip, limit, 0).await?;
     if json {
         emit(&json!({ "total": total, "tasks": tasks }).to_string());
+        return Ok(0);
+    }
+    if limit == 0 {
+        emit(&format!(
+            "{} {} on queue `{queue}`",
+            plural(total, "task"),
+            state.phrase()
+        ));
         return Ok(0);
     }
     if tasks.is_empty() {

@@ -269,8 +269,8 @@ impl Task {
             .arg(&key)
             .cmd("ZREVRANGE")
             .arg(&key)
-            .arg(skip)
-            .arg(skip + limit - 1)
+            .arg(index(skip))
+            .arg(index(skip.saturating_add(limit - 1)))
             .arg("WITHSCORES");
         let (total, page): (u64, Vec<(Vec<u8>, f64)>) =
             pipe.query_async(&mut tiger.connection()).await?;
@@ -466,6 +466,11 @@ async fn load(
         });
     }
     Ok(tasks)
+}
+
+/// A rank as Redis takes it (a signed 64-bit integer).
+fn index(rank: usize) -> i64 {
+    i64::try_from(rank).unwrap_or(i64::MAX)
 }
 
 fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T> {

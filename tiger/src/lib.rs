@@ -43,7 +43,9 @@
 //! A task's life, one module per stage: [`Config`] and [`Tiger`] (settings, connection),
 //! `keys` (every key name), `scripts` (the Lua), `task` (names, ids, stored JSON,
 //! arguments, registry), [`Delay`] (enqueue), [`worker`] (dequeue, execute, finish, the
-//! loop), [`run_worker`] (the CLI), [`testing`] (a throwaway Redis for tests).
+//! loop), [`Task`] (inspection: what the queues hold, and putting it right), [`run_worker`]
+//! (the CLI, with the operator's subcommands of [`Command`]), [`testing`] (a throwaway Redis
+//! for tests).
 
 #![allow(
     clippy::needless_doctest_main,
