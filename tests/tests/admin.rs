@@ -232,8 +232,12 @@ async fn show_prints_the_task_and_its_tracebacks() {
 async fn retry_delete_and_cancel_one_task_with_exit_codes_for_scripts() {
     let fx = Fixture::new().await;
     let failed = failed_task(&fx, "adm.one", 1).await;
-    let out = expect(&fx, &["retry", &failed], 0);
-    assert!(out.contains("retried"), "{out}");
+    let out: serde_json::Value =
+        serde_json::from_str(&expect(&fx, &["retry", &failed, "--json"], 0)).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"done": "retry", "tasks": 1, "ids": [failed], "queue": "adm.one"})
+    );
     assert_eq!(fx.ids(State::Queued, "adm.one").await, [failed.as_str()]);
     // Now it is queued: retrying or deleting it again is the wrong state.
     let again = admin(&fx, &["retry", &failed], "");
@@ -295,7 +299,11 @@ async fn all_asks_first_unless_told_yes() {
 
     expect(&fx, &["cancel", "--all", "--state", "queued", "--yes"], 0);
     assert!(fx.ids(State::Queued, "adm.a").await.is_empty());
-    expect(&fx, &["delete", "--all", "-y"], 0);
+    let out = expect(&fx, &["delete", "--all", "-y", "--json"], 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"done": "delete", "tasks": 1, "queues": ["other"]})
+    );
     assert_eq!(fx.keys().await, set(&[]));
     assert!(expect(&fx, &["delete", "--all", "-y"], 0).contains("no tasks in error to delete"));
     // --state is checked against what the command does.
@@ -370,5 +378,11 @@ async fn reschedule_pause_and_purge() {
         0,
     );
     assert!(out.contains("purged 1 task in error"), "{out}");
+    let out = expect(
+        &fx,
+        &["purge-errored", "--older-than", "1h", "--yes", "--json"],
+        0,
+    );
+    assert_eq!(out.trim(), r#"{"purged":0}"#);
     assert_eq!(fx.ids(State::Error, "adm.p").await, [recent.as_str()]);
 }

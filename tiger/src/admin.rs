@@ -85,6 +85,9 @@ pub enum Command {
         /// Only on this queue.
         #[arg(long)]
         queue: Option<String>,
+        /// Say what was done in JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Deletes tasks in error in bulk (by default from every queue the worker's config
     /// serves).
@@ -104,6 +107,9 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(short = 'y', long)]
         yes: bool,
+        /// Say what was done in JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Pauses a queue for SECONDS: tiger workers (and Python workers with -M) take nothing
     /// from it until then; tasks already running go on. `pause <queue> 0` resumes it.
@@ -113,6 +119,9 @@ pub enum Command {
         /// For how long.
         #[arg(value_parser = parse_seconds)]
         seconds: f64,
+        /// Say what was done in JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -135,6 +144,9 @@ pub struct Selection {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Say what was done in JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `retry`, `delete` and `cancel` do.
@@ -209,31 +221,39 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
         Command::Retry(selection) => act(tiger, Action::Retry, selection).await,
         Command::Delete(selection) => act(tiger, Action::Delete, selection).await,
         Command::Cancel(selection) => act(tiger, Action::Cancel, selection).await,
-        Command::Reschedule { id, when, queue } => {
-            reschedule(tiger, &id, when, queue.as_deref()).await
-        }
+        Command::Reschedule {
+            id,
+            when,
+            queue,
+            json,
+        } => reschedule(tiger, &id, when, queue.as_deref(), json).await,
         Command::PurgeErrored {
             older_than,
             queues,
             exclude_queues,
             limit,
             yes,
+            json,
         } => {
             let cutoff = older_than.map(|age| SystemTime::now() - age);
-            purge(tiger, &queues, &exclude_queues, cutoff, limit, yes).await
+            let filter = (queues.as_slice(), exclude_queues.as_slice());
+            purge(tiger, filter, cutoff, limit, yes, json).await
         }
-        Command::Pause { queue, seconds } => {
+        Command::Pause {
+            queue,
+            seconds,
+            json,
+        } => {
             tiger
                 .set_queue_system_lock(&queue, Duration::from_secs_f64(seconds))
                 .await?;
-            if seconds == 0.0 {
-                emit(&format!("queue `{queue}` resumed"));
+            let until = now() + seconds;
+            let text = if seconds == 0.0 {
+                format!("queue `{queue}` resumed")
             } else {
-                emit(&format!(
-                    "queue `{queue}` paused until {}",
-                    timestamp(now() + seconds)
-                ));
-            }
+                format!("queue `{queue}` paused until {}", timestamp(until))
+            };
+            say(json, text, json!({ "queue": queue, "paused_until": until }));
             Ok(0)
         }
     }
@@ -542,12 +562,16 @@ async fn act(tiger: &Tiger, action: Action, selection: Selection) -> Result<i32>
         }
     };
     action.apply(tiger, task).await?;
-    emit(&format!(
-        "task {} on queue `{}`: {}",
-        task.id,
-        task.queue,
-        action.done()
-    ));
+    say(
+        selection.json,
+        format!(
+            "task {} on queue `{}`: {}",
+            task.id,
+            task.queue,
+            action.done()
+        ),
+        json!({ "done": action.verb(), "tasks": 1, "ids": [task.id], "queue": task.queue }),
+    );
     Ok(0)
 }
 
@@ -562,7 +586,11 @@ async fn act_on_all(tiger: &Tiger, action: Action, selection: &Selection) -> Res
         .collect();
     let total: u64 = queues.iter().map(|(_, n)| n).sum();
     if total == 0 {
-        emit(&format!("no tasks {} to {}", state.phrase(), action.verb()));
+        say(
+            selection.json,
+            format!("no tasks {} to {}", state.phrase(), action.verb()),
+            json!({ "done": action.verb(), "tasks": 0 }),
+        );
         return Ok(0);
     }
     let listed: Vec<&str> = queues.iter().map(|(q, _)| q.as_str()).collect();
@@ -586,32 +614,48 @@ async fn act_on_all(tiger: &Tiger, action: Action, selection: &Selection) -> Res
     for (queue, _) in queues {
         done += tiger.move_all(queue, state, to, None, usize::MAX).await?;
     }
-    emit(&format!("{}: {}", action.done(), plural(done, "task")));
+    say(
+        selection.json,
+        format!("{}: {}", action.done(), plural(done, "task")),
+        json!({ "done": action.verb(), "tasks": done, "queues": listed }),
+    );
     Ok(0)
 }
 
-async fn reschedule(tiger: &Tiger, id: &str, when: When, queue: Option<&str>) -> Result<i32> {
+async fn reschedule(
+    tiger: &Tiger,
+    id: &str,
+    when: When,
+    queue: Option<&str>,
+    json: bool,
+) -> Result<i32> {
     let found = locate(tiger, id, queue).await?;
     let task = found
         .iter()
         .find(|task| task.state == State::Scheduled)
         .unwrap_or(&found[0]);
-    task.update_scheduled_time(tiger, when).await?;
-    emit(&format!(
-        "task {id} on queue `{}`: due {}",
-        task.queue,
-        timestamp(when.timestamp(now()))
-    ));
+    let due = when.timestamp(now());
+    task.update_scheduled_time(tiger, When::At(UNIX_EPOCH + Duration::from_secs_f64(due)))
+        .await?;
+    say(
+        json,
+        format!(
+            "task {id} on queue `{}`: due {}",
+            task.queue,
+            timestamp(due)
+        ),
+        json!({ "id": id, "queue": task.queue, "due": due }),
+    );
     Ok(0)
 }
 
 async fn purge(
     tiger: &Tiger,
-    queues: &[String],
-    exclude: &[String],
+    (queues, exclude): (&[String], &[String]),
     cutoff: Option<SystemTime>,
     limit: Option<usize>,
     yes: bool,
+    json: bool,
 ) -> Result<i32> {
     if !yes {
         let age = cutoff.map_or_else(String::new, |at| {
@@ -620,10 +664,11 @@ async fn purge(
                 timestamp(When::At(at).timestamp(0.0))
             )
         });
-        let scope = if queues.is_empty() && exclude.is_empty() {
-            "every queue this worker's config serves".to_owned()
-        } else {
-            format!("queues {queues:?} but {exclude:?}")
+        let scope = match (queues.is_empty(), exclude.is_empty()) {
+            (true, true) => "every queue this worker's config serves".to_owned(),
+            (false, true) => format!("queues {}", queues.join(", ")),
+            (true, false) => format!("every queue but {}", exclude.join(", ")),
+            (false, false) => format!("queues {} but {}", queues.join(", "), exclude.join(", ")),
         };
         let most = limit.map_or_else(String::new, |n| format!(" (at most {n})"));
         if !confirm(&format!("delete the tasks in error{age} on {scope}{most}?")) {
@@ -634,7 +679,11 @@ async fn purge(
     let purged = tiger
         .purge_errored_tasks(queues, exclude, cutoff, limit)
         .await?;
-    emit(&format!("purged {} in error", plural(purged, "task")));
+    say(
+        json,
+        format!("purged {} in error", plural(purged, "task")),
+        json!({ "purged": purged }),
+    );
     Ok(0)
 }
 
@@ -647,6 +696,15 @@ fn confirm(question: &str) -> bool {
         return false;
     }
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Says what was done: `value` as JSON for scripts, else `text`.
+fn say(json: bool, text: String, value: serde_json::Value) {
+    if json {
+        emit(&value.to_string());
+    } else {
+        emit(&text);
+    }
 }
 
 /// Prints `text` and a newline to stdout; a closed pipe (`| head`) is not an error.
