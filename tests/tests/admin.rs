@@ -204,7 +204,7 @@ async fn show_prints_the_task_and_its_tracebacks() {
     assert!(shown.contains(&format!("task {failed}")), "{shown}");
     assert!(shown.contains("queue:       adm.show"), "{shown}");
     assert!(shown.contains(charge::NAME), "{shown}");
-    assert!(shown.contains("failed runs: 1 (1 records kept)"), "{shown}");
+    assert!(shown.contains("failed runs: 1 (1 shown)"), "{shown}");
     assert!(shown.contains("ChargeError"), "{shown}");
     assert!(shown.contains("card declined for 4321 cents"), "{shown}");
     let json: serde_json::Value =
@@ -261,10 +261,10 @@ async fn retry_delete_and_cancel_one_task_with_exit_codes_for_scripts() {
     let again = failed_task(&fx, "adm.one", 2).await;
     expect(
         &fx,
-        &["delete", &again, "--queue", "elsewhere"],
+        &["delete", &again, "--queues", "elsewhere"],
         tiger::EXIT_NOT_FOUND,
     );
-    expect(&fx, &["delete", &again, "--queue", "adm"], 0);
+    expect(&fx, &["delete", &again, "-q", "adm"], 0);
     assert_eq!(fx.keys().await, set(&[]));
 }
 
@@ -275,7 +275,7 @@ async fn all_asks_first_unless_told_yes() {
     for (queue, n) in [("adm.a", 1), ("adm.a.sub", 2), ("other", 3)] {
         failed.push(failed_task(&fx, queue, n).await);
     }
-    let declined = admin(&fx, &["delete", "--all", "--queue", "adm.a"], "n\n");
+    let declined = admin(&fx, &["delete", "--all", "--queues", "adm.a"], "n\n");
     assert_eq!(declined.status.code(), Some(tiger::EXIT_DECLINED));
     assert!(
         stderr(&declined).contains("delete 2 tasks in error on 2 queues (adm.a, adm.a.sub)?"),
@@ -288,7 +288,7 @@ async fn all_asks_first_unless_told_yes() {
         "nothing changed"
     );
 
-    let agreed = admin(&fx, &["retry", "--all", "--queue", "adm.a"], "yes\n");
+    let agreed = admin(&fx, &["retry", "--all", "-q", "adm.a"], "yes\n");
     assert_eq!(agreed.status.code(), Some(0), "{}", stderr(&agreed));
     assert_eq!(fx.ids(State::Queued, "adm.a").await, [failed[0].as_str()]);
     assert_eq!(
@@ -307,7 +307,7 @@ async fn all_asks_first_unless_told_yes() {
     assert_eq!(fx.keys().await, set(&[]));
     assert!(expect(&fx, &["delete", "--all", "-y"], 0).contains("no tasks in error to delete"));
     // --state is checked against what the command does.
-    expect(&fx, &["retry", "--all", "--state", "queued", "-y"], 1);
+    expect(&fx, &["retry", "--all", "--state", "queued", "-y"], 2);
 }
 
 #[tokio::test]
@@ -385,4 +385,110 @@ async fn reschedule_pause_and_purge() {
     );
     assert_eq!(out.trim(), r#"{"purged":0}"#);
     assert_eq!(fx.ids(State::Error, "adm.p").await, [recent.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_all_takes_each_counted_task_once_while_a_worker_fails_them_again() {
+    let fx = Fixture::new().await;
+    let token = token();
+    let calls = (0..1200).map(|n| (token.clone(), n));
+    charge::delay_many(calls)
+        .each(|call| call.queue("adm.busy"))
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    fx.drain().await;
+    assert_eq!(fx.tiger.queue_sizes("adm.busy").await.unwrap().error, 1200);
+    // A worker runs (and fails again) what the retry puts back, while it is still at work.
+    let worker = spawn_worker(tiger::Worker::new(fx.tiger.clone()).concurrency(50));
+    let out = expect(&fx, &["retry", "--all", "--yes", "--json"], 0);
+    let said: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(said["tasks"], 1200);
+    tiger::testing::wait_until(
+        Duration::from_secs(60),
+        "every retried task to fail again",
+        || async {
+            let sizes = fx.tiger.queue_sizes("adm.busy").await.unwrap();
+            sizes.error == 1200 && sizes.queued == 0 && sizes.active == 0
+        },
+    )
+    .await;
+    worker.stop().await;
+    let ids = fx.ids(State::Error, "adm.busy").await;
+    for id in &ids {
+        assert_eq!(
+            Task::n_executions(&fx.tiger, id).await.unwrap(),
+            2,
+            "task {id} ran again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn out_of_range_input_is_a_usage_error_not_a_crash() {
+    let fx = Fixture::new().await;
+    let later = note::delay(token(), "later".into())
+        .queue("adm.range")
+        .when(Duration::from_secs(60))
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    expect(&fx, &["reschedule", later.as_str(), "1e19"], 2);
+    expect(&fx, &["reschedule", later.as_str(), "300000000000y"], 2);
+    expect(
+        &fx,
+        &["purge-errored", "--older-than", "300000000000y", "--yes"],
+        0,
+    );
+    let out = expect(
+        &fx,
+        &[
+            "list",
+            "adm.range",
+            "scheduled",
+            "--skip",
+            "18446744073709551615",
+            "--limit",
+            "2",
+        ],
+        0,
+    );
+    assert!(out.contains("none past the first"), "{out}");
+    expect(
+        &fx,
+        &[
+            "list",
+            "adm.range",
+            "scheduled",
+            "--limit",
+            "18446744073709551615",
+        ],
+        0,
+    );
+    expect(&fx, &["pause", "adm.range", "1h 30m"], 0);
+    expect(&fx, &["--redis-url", "not a url", "stats"], 2);
+}
+
+#[tokio::test]
+async fn stats_watch_ends_when_its_reader_goes_away() {
+    let fx = Fixture::new().await;
+    let mut child = command(&fx, &["stats", "--watch", "0.05"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    drop(lines);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still watching a closed pipe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
 }

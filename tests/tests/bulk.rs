@@ -239,3 +239,28 @@ async fn delay_many_announces_each_queue_once_per_script_call_not_once_per_task(
         .unwrap();
     assert_eq!(sorted(queued), sorted(queues));
 }
+
+#[tokio::test]
+async fn a_redis_error_mid_call_leaves_the_tasks_written_before_it_findable() {
+    let fx = Fixture::new().await;
+    // A key of the wrong type where queue `bad` keeps its tasks.
+    redis::cmd("SET")
+        .arg(fx.tiger.keys().queue(State::Queued, "bad"))
+        .arg("not a zset")
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let token = token();
+    let mut calls: Vec<_> = (0..10)
+        .map(|i| note::delay(token.clone(), format!("{i}")).queue("good"))
+        .collect();
+    calls.push(note::delay(token.clone(), "bad".into()).queue("bad"));
+    calls.extend((10..20).map(|i| note::delay(token.clone(), format!("{i}")).queue("good")));
+    assert!(DelayMany::new(calls).on(&fx.tiger).await.is_err());
+    // What was written before the error is in the queue set, so workers and the operator's
+    // commands find it.
+    let stats = fx.tiger.queue_stats().await.unwrap();
+    assert_eq!(stats["good"].queued, 10, "{stats:?}");
+    fx.drain_with(|w| w.queues(["good"])).await;
+    assert_eq!(take::<String>(&token).len(), 10);
+}

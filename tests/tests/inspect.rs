@@ -572,3 +572,93 @@ async fn purge_removes_everything_that_matches_in_one_call() {
         "only `keep` is left"
     );
 }
+
+#[tokio::test]
+async fn odd_keys_are_reported_not_fatal_and_can_still_be_removed() {
+    let fx = Fixture::new().await;
+    let keys = fx.tiger.keys().clone();
+    // A unique task in error and queued whose JSON does not parse strictly: deleting it from
+    // error must keep the JSON the queued copy needs.
+    let unique = id(1);
+    let odd_json = format!(
+        r#"{{"id": "{unique}", "func": "m:f", "unique": true, "max_queue_size": -1, "func": "m:g"}}"#
+    );
+    place(&fx, State::Error, "odd", &unique, Some(&odd_json), 1.0).await;
+    place(&fx, State::Queued, "odd", &unique, Some(&odd_json), 1.0).await;
+    let errored = Task::from_id(&fx.tiger, "odd", State::Error, &unique)
+        .await
+        .unwrap();
+    assert_eq!(
+        errored.data.as_ref().unwrap().func,
+        "m:g",
+        "the last key wins, as in Python"
+    );
+    assert_eq!(errored.data.as_ref().unwrap().max_queue_size, None);
+    errored.delete(&fx.tiger).await.unwrap();
+    assert_eq!(
+        raw_body(&fx, &unique).await.as_deref(),
+        Some(odd_json.as_str())
+    );
+
+    // A task key of another type and a JSON array: listed with what is wrong, the page
+    // still read.
+    let hashed = id(2);
+    place(&fx, State::Error, "odd", &hashed, None, 2.0).await;
+    redis::cmd("HSET")
+        .arg(keys.task(&hashed))
+        .arg("a")
+        .arg("b")
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let array = id(3);
+    place(
+        &fx,
+        State::Error,
+        "odd",
+        &array,
+        Some(r#"["m:f", [1]]"#),
+        3.0,
+    )
+    .await;
+    let (total, tasks) = Task::tasks_from_queue(&fx.tiger, "odd", State::Error, 0, 10, 10)
+        .await
+        .unwrap();
+    assert_eq!((total, tasks.len()), (2, 2));
+    assert!(tasks[0].data.is_none(), "a JSON array is not a task");
+    assert!(
+        tasks[1].problem.as_deref().unwrap().contains("WRONGTYPE"),
+        "{:?}",
+        tasks[1]
+    );
+
+    // An id that is not UTF-8 (a foreign producer's) is purged too, keys and all.
+    let raw_id: &[u8] = b"bad\xff-id";
+    let raw_task = [keys.prefix().as_bytes(), b":task:", raw_id].concat();
+    redis::pipe()
+        .cmd("ZADD")
+        .arg(keys.queue(State::Error, "odd"))
+        .arg(0.5)
+        .arg(raw_id)
+        .ignore()
+        .cmd("SET")
+        .arg(&raw_task)
+        .arg("{}")
+        .ignore()
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let purged = fx
+        .tiger
+        .purge_errored_tasks(&[], &[], None, None)
+        .await
+        .unwrap();
+    assert_eq!(purged, 3);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&raw_task)
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    assert!(!exists);
+    assert_eq!(fx.tiger.queue_sizes("odd").await.unwrap().error, 0);
+}

@@ -64,6 +64,9 @@ pub enum Command {
         /// Only on this queue.
         #[arg(long)]
         queue: Option<String>,
+        /// Only the last N failed executions (default: every one).
+        #[arg(long, value_name = "N")]
+        executions: Option<usize>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -111,13 +114,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pauses a queue for SECONDS: tiger workers (and Python workers with -M) take nothing
+    /// Pauses a queue for a while: tiger workers (and Python workers with -M) take nothing
     /// from it until then; tasks already running go on. `pause <queue> 0` resumes it.
     Pause {
         /// The queue (its subqueues are not paused).
         queue: String,
-        /// For how long.
-        #[arg(value_parser = parse_seconds)]
+        /// For how long: seconds, or a span such as `90s` or `1h 30m`.
+        #[arg(value_parser = parse_span)]
         seconds: f64,
         /// Say what was done in JSON.
         #[arg(long)]
@@ -132,13 +135,14 @@ pub struct Selection {
     /// The task id (or --all).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub id: Option<String>,
-    /// Every task in the state instead of one id (asks first unless --yes).
+    /// Every task in the state the command works on (error; for `cancel`, scheduled or
+    /// the --state given) instead of one id; asks first unless --yes.
     #[arg(long)]
     pub all: bool,
     /// Only on these queues and their subqueues (comma-separated).
-    #[arg(long = "queue", value_delimiter = ',', value_name = "QUEUES")]
+    #[arg(short = 'q', long, value_delimiter = ',', value_name = "QUEUES")]
     pub queues: Vec<String>,
-    /// `cancel` only: queued or scheduled (default scheduled).
+    /// For `cancel`: queued or scheduled (with --all, default scheduled; with an id, either).
     #[arg(long, value_parser = parse_state)]
     pub state: Option<State>,
     /// Do not ask for confirmation.
@@ -196,14 +200,19 @@ impl Action {
 pub(crate) async fn run(command: Command, tiger: &Tiger) -> i32 {
     match dispatch(command, tiger).await {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err}");
-            match err {
-                Error::TaskNotFound { .. } => EXIT_NOT_FOUND,
-                Error::WrongState { .. } => EXIT_WRONG_STATE,
-                _ => 1,
-            }
-        }
+        Err(err) => failed(&err),
+    }
+}
+
+/// Reports `err` on stderr and returns the exit status it stands for.
+pub(crate) fn failed(err: &Error) -> i32 {
+    complain(&format!("error: {err}"));
+    match err {
+        Error::TaskNotFound { .. } => EXIT_NOT_FOUND,
+        Error::WrongState { .. } => EXIT_WRONG_STATE,
+        // A malformed URL or setting on the command line is a usage error.
+        Error::Config(_) => 2,
+        _ => 1,
     }
 }
 
@@ -217,7 +226,12 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
             skip,
             json,
         } => list(tiger, &queue, state, skip, limit, json).await,
-        Command::Show { id, queue, json } => show(tiger, &id, queue.as_deref(), json).await,
+        Command::Show {
+            id,
+            queue,
+            executions,
+            json,
+        } => show(tiger, &id, queue.as_deref(), executions, json).await,
         Command::Retry(selection) => act(tiger, Action::Retry, selection).await,
         Command::Delete(selection) => act(tiger, Action::Delete, selection).await,
         Command::Cancel(selection) => act(tiger, Action::Cancel, selection).await,
@@ -235,8 +249,11 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
             yes,
             json,
         } => {
-            let cutoff = older_than.map(|age| SystemTime::now() - age);
-            let filter = (queues.as_slice(), exclude_queues.as_slice());
+            // An age past the epoch leaves nothing older.
+            let cutoff =
+                older_than.map(|age| SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH));
+            let (queues, exclude) = (non_empty(queues), non_empty(exclude_queues));
+            let filter = (queues.as_slice(), exclude.as_slice());
             purge(tiger, filter, cutoff, limit, yes, json).await
         }
         Command::Pause {
@@ -266,14 +283,16 @@ async fn stats(tiger: &Tiger, watch: Option<f64>, json: bool) -> Result<i32> {
             Ok(stats) => stats,
             // Watching goes on through an outage, saying so each time.
             Err(err) if watch.is_some() && crate::client::is_transient(&err) => {
-                eprintln!("error: {err} (trying again)");
+                complain(&format!("error: {err} (trying again)"));
                 wait(watch).await;
                 continue;
             }
             Err(err) => return Err(err),
         };
         if json {
-            emit(&serde_json::to_string(&stats).unwrap_or_default());
+            if !emit(&serde_json::to_string(&stats).unwrap_or_default()) {
+                return Ok(0);
+            }
         } else {
             let mut text = String::new();
             if clear {
@@ -283,7 +302,9 @@ async fn stats(tiger: &Tiger, watch: Option<f64>, json: bool) -> Result<i32> {
                 text.push_str(&format!("{}\n", timestamp(now())));
             }
             text.push_str(&stats_table(&stats, tiger.keys().prefix()));
-            emit(&text);
+            if !emit(&text) {
+                return Ok(0);
+            }
         }
         if watch.is_none() || wait(watch).await {
             return Ok(0);
@@ -366,12 +387,12 @@ async fn list(
     let now = now();
     for task in &tasks {
         let (func, arguments) = match &task.data {
-            Some(data) => (data.func.clone(), preview(&call_text(data))),
+            Some(data) => (clean(&data.func), preview(&clean(&call_text(data)))),
             None if task.json.is_some() => ("(unreadable JSON)".to_owned(), String::new()),
             None => ("(JSON gone)".to_owned(), String::new()),
         };
         table.add_row(vec![
-            task.id.clone(),
+            clean(&task.id),
             func,
             arguments,
             relative(task.ts, now),
@@ -388,9 +409,15 @@ async fn list(
     Ok(0)
 }
 
-/// The places task `id` is in, on `queue` only if given; [`Error::TaskNotFound`] if none.
-async fn locate(tiger: &Tiger, id: &str, queue: Option<&str>) -> Result<Vec<Task>> {
-    let found: Vec<Task> = Task::find(tiger, id)
+/// The places task `id` is in, on `queue` only if given, with the last `executions`
+/// records (`None`: all); [`Error::TaskNotFound`] if none.
+async fn locate(
+    tiger: &Tiger,
+    id: &str,
+    queue: Option<&str>,
+    executions: Option<usize>,
+) -> Result<Vec<Task>> {
+    let found: Vec<Task> = Task::find_loading(tiger, id, executions)
         .await?
         .into_iter()
         .filter(|task| queue.is_none_or(|q| task.queue == q))
@@ -404,8 +431,14 @@ async fn locate(tiger: &Tiger, id: &str, queue: Option<&str>) -> Result<Vec<Task
     Ok(found)
 }
 
-async fn show(tiger: &Tiger, id: &str, queue: Option<&str>, json: bool) -> Result<i32> {
-    let found = locate(tiger, id, queue).await?;
+async fn show(
+    tiger: &Tiger,
+    id: &str,
+    queue: Option<&str>,
+    executions: Option<usize>,
+    json: bool,
+) -> Result<i32> {
+    let found = locate(tiger, id, queue, executions).await?;
     if json {
         emit(&serde_json::to_string(&found).unwrap_or_default());
         return Ok(0);
@@ -420,8 +453,8 @@ fn describe(task: &Task) -> String {
     let now = now();
     let mut out = format!(
         "task {}\n  queue:       {}\n  state:       {} ({} {})\n",
-        task.id,
-        task.queue,
+        clean(&task.id),
+        clean(&task.queue),
         task.state,
         match task.state {
             State::Queued => "since",
@@ -433,7 +466,7 @@ fn describe(task: &Task) -> String {
     );
     match (&task.data, &task.json) {
         (Some(data), Some(_)) => {
-            out.push_str(&format!("  function:    {}\n", data.func));
+            out.push_str(&format!("  function:    {}\n", clean(&data.func)));
             out.push_str(&format!(
                 "  args:        {}\n",
                 serde_json::to_string(&data.args).unwrap_or_default()
@@ -446,7 +479,7 @@ fn describe(task: &Task) -> String {
             }
             let options = options_text(data);
             if !options.is_empty() {
-                out.push_str(&format!("  options:     {options}\n"));
+                out.push_str(&format!("  options:     {}\n", clean(&options)));
             }
             if let Some(at) = data.time_last_queued {
                 out.push_str(&format!("  queued at:   {}\n", timestamp(at)));
@@ -456,31 +489,37 @@ fn describe(task: &Task) -> String {
             }
         }
         (None, Some(json)) => {
-            out.push_str(&format!("  JSON (not a task's JSON): {json}\n"));
+            out.push_str(&format!("  JSON (not a task's JSON): {}\n", clean(json)));
         }
+        _ if task.problem.is_some() => {}
         _ => out.push_str("  JSON:        gone (the task's key is missing; delete or cancel it)\n"),
     }
+    if let Some(problem) = &task.problem {
+        out.push_str(&format!("  problem:     {}\n", clean(problem)));
+    }
     out.push_str(&format!(
-        "  failed runs: {} ({} records kept)",
+        "  failed runs: {} ({} shown)",
         task.n_executions,
         task.executions.len()
     ));
     for (n, record) in task.executions.iter().enumerate() {
         out.push_str(&format!("\n  --- failure {}", n + 1));
         if let Some(raw) = &record.unreadable {
-            out.push_str(&format!(": unreadable record: {raw}"));
+            out.push_str(&format!(": unreadable record: {}", clean(raw)));
             continue;
         }
         out.push_str(&format!(
             ": {} at {}",
-            record
-                .exception_name
-                .as_deref()
-                .unwrap_or("(no exception name)"),
+            clean(
+                record
+                    .exception_name
+                    .as_deref()
+                    .unwrap_or("(no exception name)")
+            ),
             record.time_failed.map_or_else(|| "?".to_owned(), timestamp),
         ));
         if let Some(host) = &record.host {
-            out.push_str(&format!(" on {host}"));
+            out.push_str(&format!(" on {}", clean(host)));
         }
         if let (Some(start), Some(end)) = (record.time_started, record.time_failed) {
             out.push_str(&format!(", after {:.3} s", end - start));
@@ -490,7 +529,7 @@ fn describe(task: &Task) -> String {
         }
         if let Some(traceback) = &record.traceback {
             for line in traceback.trim_end().lines() {
-                out.push_str(&format!("\n    {line}"));
+                out.push_str(&format!("\n    {}", clean(line)));
             }
         }
     }
@@ -532,16 +571,18 @@ async fn act(tiger: &Tiger, action: Action, selection: Selection) -> Result<i32>
     if let Some(state) = selection.state
         && !action.states().contains(&state)
     {
-        return Err(Error::Config(format!(
-            "`{}` works on {} tasks, not {state}",
+        complain(&format!(
+            "error: `{}` applies to tasks {}, not {}",
             action.verb(),
-            names(action.states())
-        )));
+            names(action.states()),
+            state.phrase()
+        ));
+        return Ok(2);
     }
     let Some(id) = &selection.id else {
         return act_on_all(tiger, action, &selection).await;
     };
-    let found: Vec<Task> = Task::find(tiger, id)
+    let found: Vec<Task> = Task::find_loading(tiger, id, Some(0))
         .await?
         .into_iter()
         .filter(|task| queue_matches(&task.queue, &selection.queues, &[]))
@@ -554,9 +595,13 @@ async fn act(tiger: &Tiger, action: Action, selection: Selection) -> Result<i32>
         None => {
             return Err(match found.first() {
                 Some(other) => other.wrong_state(&allowed),
-                None => Error::TaskNotFound {
+                None if selection.queues.is_empty() => Error::TaskNotFound {
                     id: id.clone(),
                     place: "any queue".to_owned(),
+                },
+                None => Error::TaskNotFound {
+                    id: id.clone(),
+                    place: format!("queues {}", selection.queues.join(", ")),
                 },
             });
         }
@@ -610,9 +655,13 @@ async fn act_on_all(tiger: &Tiger, action: Action, selection: &Selection) -> Res
         Action::Retry => Some(State::Queued),
         Action::Delete | Action::Cancel => None,
     };
+    // What was counted, and no more: tasks that come back to this state meanwhile (a
+    // worker failing a retried task again) are not taken twice.
+    let cutoff = (state != State::Scheduled).then(now);
     let mut done = 0;
-    for (queue, _) in queues {
-        done += tiger.move_all(queue, state, to, None, usize::MAX).await?;
+    for (queue, count) in queues {
+        let limit = usize::try_from(count).unwrap_or(usize::MAX);
+        done += tiger.move_all(queue, state, to, cutoff, limit).await?;
     }
     say(
         selection.json,
@@ -629,14 +678,17 @@ async fn reschedule(
     queue: Option<&str>,
     json: bool,
 ) -> Result<i32> {
-    let found = locate(tiger, id, queue).await?;
+    let found = locate(tiger, id, queue, Some(0)).await?;
     let task = found
         .iter()
         .find(|task| task.state == State::Scheduled)
         .unwrap_or(&found[0]);
     let due = when.timestamp(now());
-    task.update_scheduled_time(tiger, When::At(UNIX_EPOCH + Duration::from_secs_f64(due)))
-        .await?;
+    let at = Duration::try_from_secs_f64(due)
+        .ok()
+        .and_then(|since| UNIX_EPOCH.checked_add(since))
+        .ok_or_else(|| Error::Config(format!("the due time {due} is out of range")))?;
+    task.update_scheduled_time(tiger, When::At(at)).await?;
     say(
         json,
         format!(
@@ -689,8 +741,10 @@ async fn purge(
 
 /// Asks `question` on stderr and reads the answer from stdin: only `y` or `yes` agrees.
 fn confirm(question: &str) -> bool {
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
+    drop(err);
     let mut answer = String::new();
     if std::io::stdin().lock().read_line(&mut answer).is_err() {
         return false;
@@ -707,10 +761,35 @@ fn say(json: bool, text: String, value: serde_json::Value) {
     }
 }
 
-/// Prints `text` and a newline to stdout; a closed pipe (`| head`) is not an error.
-fn emit(text: &str) {
+/// Prints `text` and a newline to stdout; false when stdout is closed (`| head` is done),
+/// which is not an error.
+fn emit(text: &str) -> bool {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
+    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
+}
+
+/// Prints `text` and a newline to stderr, if anyone is listening.
+fn complain(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `text` with control characters (terminal escapes, stray newlines) shown as escapes, so
+/// what a task's producer wrote cannot move the cursor or recolour the terminal.
+fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+fn non_empty(names: Vec<String>) -> Vec<String> {
+    names.into_iter().filter(|name| !name.is_empty()).collect()
 }
 
 fn table(headings: &[&str]) -> Table {
@@ -794,15 +873,37 @@ fn parse_when(text: &str) -> std::result::Result<When, String> {
     }
     if let Ok(seconds) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|since| since.as_secs() <= LAST_SECOND)
             .map(|since| When::At(UNIX_EPOCH + since))
-            .map_err(|_| "Unix seconds must be a number from 0 up".to_owned());
+            .ok_or_else(|| "Unix seconds must be a number from 0 to the year 9999".to_owned());
     }
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(When::At(SystemTime::from(at)));
     }
-    humantime::parse_duration(text).map(When::In).map_err(|_| {
-        format!("`{text}` is not `now`, a delay (90s, 1h 30m), an RFC 3339 time or Unix seconds")
-    })
+    match humantime::parse_duration(text) {
+        Ok(delay) if delay.as_secs() <= LAST_SECOND => Ok(When::In(delay)),
+        Ok(_) => Err(format!("`{text}` is too far ahead")),
+        Err(_) => Err(format!(
+            "`{text}` is not `now`, a delay (90s, 1h 30m), an RFC 3339 time or Unix seconds"
+        )),
+    }
+}
+
+/// The last second of the year 9999, in Unix seconds: no due time goes past it.
+const LAST_SECOND: u64 = 253_402_300_799;
+
+/// Seconds, or a span such as `90s` or `1h 30m`.
+fn parse_span(text: &str) -> std::result::Result<f64, String> {
+    if let Ok(seconds) = parse_seconds(text) {
+        return Ok(seconds);
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(span) if span.as_secs() <= LAST_SECOND => Ok(span.as_secs_f64()),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds or a span such as 90s or 1h 30m"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -826,6 +927,15 @@ mod tests {
         );
         assert!(parse_when("tomorrow").is_err());
         assert!(parse_when("-5").is_err());
+    }
+
+    #[test]
+    fn what_producers_wrote_cannot_drive_the_terminal() {
+        assert_eq!(clean("m:f\u{1b}[31mred\nx"), "m:f\\u{1b}[31mred\\nx");
+        assert_eq!(clean("naïve 🐯"), "naïve 🐯");
+        assert!(parse_when("1e19").is_err() && parse_when("300000000000y").is_err());
+        assert_eq!(parse_span("1h 30m"), Ok(5400.0));
+        assert_eq!(parse_span("2.5"), Ok(2.5));
     }
 
     #[test]

@@ -164,10 +164,7 @@ impl WorkerArgs {
         let config = self.config(config);
         Some(match Tiger::connect_with(&self.redis_url, config).await {
             Ok(tiger) => crate::admin::run(command, &tiger).await,
-            Err(err) => {
-                eprintln!("error: {err}");
-                1
-            }
+            Err(err) => crate::admin::failed(&err),
         })
     }
 }

@@ -143,6 +143,14 @@ pub enum Error {
         expected: Vec<crate::State>,
     },
 
+    /// A task's stored JSON is not what the operation needs (not a JSON object, say), so
+    /// it was left as it is.
+    #[error("the task cannot be changed: {reason}")]
+    UnreadableTask {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The task's JSON kept being rewritten by others while an operation tried to change it
     /// (five times in a row). Nothing was changed; try again.
     #[error("task `{id}` kept changing while being updated; nothing was changed, try again")]

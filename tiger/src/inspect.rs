@@ -66,6 +66,10 @@ pub struct Task {
     pub executions: Vec<Execution>,
     /// How many executions failed (`executions_count`); may exceed the records kept.
     pub n_executions: u64,
+    /// What is wrong with the task's keys when they cannot be read as TaskTiger writes them
+    /// (a key of another type, say); `None` when nothing is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The fields of a task's JSON. Every field but `func` may be missing, as Python TaskTiger
@@ -95,7 +99,7 @@ pub struct TaskData {
     #[serde(default, deserialize_with = "lenient_names")]
     pub lock_key: Option<Vec<String>>,
     /// Seconds before the task is stopped (an integer or a float in the JSON).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub hard_timeout: Option<f64>,
     /// `["module:function", [arguments]]` when the task retries.
     #[serde(default)]
@@ -104,19 +108,19 @@ pub struct TaskData {
     #[serde(default, deserialize_with = "lenient_names")]
     pub retry_on: Option<Vec<String>>,
     /// The queue size `delay` checked.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64")]
     pub max_queue_size: Option<u64>,
     /// How many execution records are kept.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64")]
     pub max_stored_executions: Option<u64>,
     /// A Python runner class; tiger does not use it.
     #[serde(default)]
     pub runner_class: Option<String>,
     /// When the task was last enqueued by `delay`, Unix seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub time_last_queued: Option<f64>,
     /// When the task was asked to run, Unix seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub scheduled_at: Option<f64>,
 }
 
@@ -126,10 +130,10 @@ pub struct TaskData {
 #[non_exhaustive]
 pub struct Execution {
     /// When the run started, Unix seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub time_started: Option<f64>,
     /// When it failed, Unix seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub time_failed: Option<f64>,
     /// `module:Name` of the error.
     #[serde(default)]
@@ -154,12 +158,21 @@ pub struct Execution {
     pub unreadable: Option<String>,
 }
 
+impl TaskData {
+    /// The task JSON's fields, if it is a JSON object with a `func`.
+    fn parse(json: &str) -> Option<TaskData> {
+        serde_json::from_value(object(json.as_bytes())?).ok()
+    }
+}
+
 impl Execution {
     fn parse(record: &[u8]) -> Execution {
-        serde_json::from_slice(record).unwrap_or_else(|_| Execution {
-            unreadable: Some(String::from_utf8_lossy(record).into_owned()),
-            ..Execution::default()
-        })
+        object(record)
+            .and_then(|value| serde_json::from_value(value).ok())
+            .unwrap_or_else(|| Execution {
+                unreadable: Some(String::from_utf8_lossy(record).into_owned()),
+                ..Execution::default()
+            })
     }
 }
 
@@ -222,6 +235,15 @@ impl Task {
     /// (a unique task can be queued and active at once, say), with every execution record.
     /// Empty when it is nowhere.
     pub async fn find(tiger: &Tiger, id: &str) -> Result<Vec<Task>> {
+        Task::find_loading(tiger, id, None).await
+    }
+
+    /// [`Task::find`], loading the last `executions` records of each (`None`: all).
+    pub(crate) async fn find_loading(
+        tiger: &Tiger,
+        id: &str,
+        executions: Option<usize>,
+    ) -> Result<Vec<Task>> {
         let places = queues_by_state(tiger).await?;
         if places.is_empty() {
             return Ok(Vec::new());
@@ -236,7 +258,14 @@ impl Task {
         let mut found = Vec::new();
         for ((state, queue), score) in places.into_iter().zip(scores) {
             if let Some(score) = score {
-                let tasks = load(tiger, &queue, state, vec![(id.to_owned(), score)], None).await?;
+                let tasks = load(
+                    tiger,
+                    &queue,
+                    state,
+                    vec![(id.to_owned(), score)],
+                    executions,
+                )
+                .await?;
                 found.extend(tasks);
             }
         }
@@ -379,7 +408,9 @@ impl Task {
             queue: &self.queue,
             from: self.state,
             to: to.map(|(state, score)| (state, score, scripts::Zadd::Plain)),
-            unique: self.data.as_ref().is_some_and(|data| data.unique),
+            // A JSON that cannot be read may be a unique task's: the unique path deletes only
+            // what no other state of the queue still needs, which is right for any task.
+            unique: self.data.as_ref().is_none_or(|data| data.unique),
             record: None,
             keep_records: None,
             if_score_at_most: None,
@@ -398,11 +429,14 @@ impl Task {
 
     /// The error for a task that left its state before we could move it: where it is now.
     async fn moved(&self, tiger: &Tiger) -> Error {
-        let here = Task::find(tiger, &self.id).await.ok().and_then(|found| {
-            found
-                .into_iter()
-                .find(|task| task.queue == self.queue && task.state != self.state)
-        });
+        let here = Task::find_loading(tiger, &self.id, Some(0))
+            .await
+            .ok()
+            .and_then(|found| {
+                found
+                    .into_iter()
+                    .find(|task| task.queue == self.queue && task.state != self.state)
+            });
         match here {
             Some(task) => task.wrong_state(&[self.state]),
             None => Error::TaskNotFound {
@@ -439,30 +473,46 @@ async fn load(
                 .arg(-1);
         }
     }
-    let replies: Vec<redis::Value> = pipe.query_async(&mut tiger.connection()).await?;
+    // One key of the wrong type must not hide the others: each reply is taken on its own.
+    pipe.ignore_errors();
+    let replies: Vec<redis::RedisResult<redis::Value>> =
+        pipe.query_async(&mut tiger.connection()).await?;
     let mut replies = replies.into_iter();
-    let mut next = |_: &str| replies.next().unwrap_or(redis::Value::Nil);
     let mut tasks = Vec::with_capacity(ids.len());
     for (id, ts) in ids {
-        let json: Option<Vec<u8>> = parse(next("json"))?;
-        let count: Option<String> = parse(next("count"))?;
+        let mut problems = Vec::new();
+        let mut next = |what: &str| -> Option<redis::Value> {
+            match replies.next()? {
+                Ok(value) => Some(value),
+                Err(err) => {
+                    problems.push(format!("cannot read its {what}: {err}"));
+                    None
+                }
+            }
+        };
+        let json: Option<Vec<u8>> = next("JSON").and_then(|v| parse(v).ok()).flatten();
+        let count: Option<Vec<u8>> = next("execution count")
+            .and_then(|v| parse(v).ok())
+            .flatten();
         let records: Vec<Vec<u8>> = if wanted {
-            parse(next("records"))?
+            next("execution records")
+                .and_then(|v| parse(v).ok())
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
         let json = json.map(|json| String::from_utf8_lossy(&json).into_owned());
+        let count = count.map(|c| String::from_utf8_lossy(&c).trim().to_owned());
         tasks.push(Task {
-            data: json
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok()),
+            data: json.as_deref().and_then(TaskData::parse),
             json,
-            n_executions: count.and_then(|c| c.trim().parse().ok()).unwrap_or(0),
+            n_executions: count.and_then(|c| c.parse().ok()).unwrap_or(0),
             executions: records.iter().map(|r| Execution::parse(r)).collect(),
             id,
             queue: queue.to_owned(),
             state,
             ts,
+            problem: (!problems.is_empty()).then(|| problems.join("; ")),
         });
     }
     Ok(tasks)
@@ -475,6 +525,14 @@ fn index(rank: usize) -> i64 {
 
 fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T> {
     Ok(redis::from_redis_value(value).map_err(redis::RedisError::from)?)
+}
+
+/// `text` as a JSON object (duplicate keys: the last wins, as in Python), or `None`.
+fn object(text: &[u8]) -> Option<Value> {
+    match serde_json::from_slice::<Value>(text) {
+        Ok(value @ Value::Object(_)) => Some(value),
+        _ => None,
+    }
 }
 
 /// Every `(state, queue)` pair the state sets name, states in TaskTiger's order.
@@ -537,11 +595,21 @@ impl Tiger {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for (state, queue) in places {
             pipe.cmd("ZCARD")
                 .arg(self.keys().queue(*state, queue.as_ref()));
         }
-        Ok(pipe.query_async(&mut self.connection()).await?)
+        let sizes: Vec<redis::RedisResult<u64>> = pipe.query_async(&mut self.connection()).await?;
+        // A key of another type (someone else's data under the prefix) counts as empty.
+        let mut counts = Vec::with_capacity(sizes.len());
+        for ((state, queue), size) in places.iter().zip(sizes) {
+            counts.push(size.unwrap_or_else(|err| {
+                tracing::warn!(queue = queue.as_ref(), %state, %err, "cannot count this queue's tasks");
+                0
+            }));
+        }
+        Ok(counts)
     }
 
     /// Deletes tasks in error, with their JSON and records, and returns how many. Only
@@ -564,7 +632,11 @@ impl Tiger {
         } else {
             (queues.to_vec(), exclude_queues.to_vec())
         };
-        let cutoff = failed_before.map(|at| When::At(at).timestamp(0.0));
+        // Only what had failed when the call began: a task that fails again meanwhile (a
+        // worker retrying it) is not chased.
+        let started = now();
+        let cutoff =
+            Some(failed_before.map_or(started, |at| When::At(at).timestamp(0.0).min(started)));
         let mut left = limit.unwrap_or(usize::MAX);
         let mut purged = 0;
         let errored = queues_by_state(self)
@@ -599,35 +671,53 @@ impl Tiger {
         limit: usize,
     ) -> Result<u64> {
         let max = cutoff.map_or_else(|| "+inf".to_owned(), |c| c.to_string());
+        let zset = self.keys().queue(from, queue);
         let mut left = limit;
         let mut total = 0;
+        // Ids that are not UTF-8 and cannot be moved stay at the front: later pages skip them.
+        let mut stuck = 0;
         while left > 0 {
             let found: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
-                .arg(self.keys().queue(from, queue))
+                .arg(&zset)
                 .arg("-inf")
                 .arg(&max)
                 .arg("LIMIT")
-                .arg(0)
+                .arg(stuck)
                 .arg(left.min(PAGE))
                 .query_async(&mut self.connection())
                 .await?;
             if found.is_empty() {
                 break;
             }
-            let ids = found
-                .into_iter()
-                .map(|id| (String::from_utf8_lossy(&id).into_owned(), 0.0))
-                .collect();
-            let tasks = load(self, queue, from, ids, Some(0)).await?;
-            let score = now();
-            let moves: Vec<Move<'_>> = tasks
-                .iter()
-                .map(|task| task.as_move(to.map(|state| (state, score))))
-                .collect();
-            let moved = scripts::move_tasks(self, &moves).await?;
-            let moved = moved.into_iter().filter(|m| *m).count();
-            // A page whose tasks all left meanwhile (or whose ids cannot be moved): done.
-            if moved == 0 {
+            let mut ids = Vec::with_capacity(found.len());
+            let mut raw = Vec::new();
+            for id in found {
+                match String::from_utf8(id) {
+                    Ok(id) => ids.push((id, 0.0)),
+                    Err(err) => raw.push(err.into_bytes()),
+                }
+            }
+            let mut moved = 0;
+            if !ids.is_empty() {
+                let tasks = load(self, queue, from, ids, Some(0)).await?;
+                let score = now();
+                let moves: Vec<Move<'_>> = tasks
+                    .iter()
+                    .map(|task| task.as_move(to.map(|state| (state, score))))
+                    .collect();
+                let flags = scripts::move_tasks(self, &moves).await?;
+                moved += flags.into_iter().filter(|m| *m).count();
+            }
+            if !raw.is_empty() {
+                if to.is_none() {
+                    moved += self.remove_raw(&zset, &raw).await?;
+                } else {
+                    tracing::warn!(%queue, ids = raw.len(), "skipping task ids that are not UTF-8: they can only be deleted");
+                    stuck += raw.len();
+                }
+            }
+            // A page whose tasks all left meanwhile, or could not be moved: done.
+            if moved == 0 && raw.is_empty() {
                 break;
             }
             total += moved as u64;
@@ -635,14 +725,30 @@ impl Tiger {
         }
         Ok(total)
     }
+
+    /// Deletes ids that are not UTF-8 (a foreign producer's) from `zset`, with their keys;
+    /// returns how many were still there.
+    async fn remove_raw(&self, zset: &str, ids: &[Vec<u8>]) -> Result<usize> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in ids {
+            pipe.cmd("ZREM").arg(zset).arg(id);
+            pipe.cmd("DEL")
+                .arg(&self.keys().task_keys_raw(id)[..])
+                .ignore();
+        }
+        let removed: Vec<u64> = pipe.query_async(&mut self.connection()).await?;
+        Ok(removed.into_iter().filter(|n| *n > 0).count())
+    }
 }
 
 /// `json` with the top-level field `name` set to `value`: only the bytes of that field's
 /// value change (or, when it is missing, the field is added before the closing brace), so
 /// every other byte the producer wrote survives.
 fn set_number_field(json: &str, name: &str, value: f64) -> Result<String> {
-    let not_a_task =
-        |why: &str| Error::Config(format!("the task JSON cannot be patched ({why}): {json}"));
+    let not_a_task = |why: &str| Error::UnreadableTask {
+        reason: format!("its JSON cannot be patched ({why})"),
+    };
     let fields: BTreeMap<String, &serde_json::value::RawValue> =
         serde_json::from_str(json).map_err(|e| not_a_task(&e.to_string()))?;
     let number = serde_json::to_string(&value).map_err(|e| not_a_task(&e.to_string()))?;
@@ -675,6 +781,16 @@ fn lenient_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Val
         Some(Value::Object(map)) => map,
         _ => Map::new(),
     })
+}
+
+/// A number, or `None` for anything else (a Python producer may have stored a string).
+fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.and_then(|v| v.as_f64()))
+}
+
+/// A whole number from 0 up, or `None` for anything else.
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.and_then(|v| v.as_u64()))
 }
 
 fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

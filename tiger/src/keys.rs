@@ -127,6 +127,17 @@ impl Keys {
         format!("{}:task:{}:executions_count", self.prefix, id)
     }
 
+    /// The task, executions and count keys of an id that is not UTF-8 (a foreign
+    /// producer's), as bytes.
+    pub(crate) fn task_keys_raw(&self, id: &[u8]) -> [Vec<u8>; 3] {
+        let task = [self.prefix.as_bytes(), b":task:", id].concat();
+        [
+            task.clone(),
+            [&task[..], b":executions"].concat(),
+            [&task[..], b":executions_count"].concat(),
+        ]
+    }
+
     /// `t:lockv2:<lock_id>`: a task lock (the redis-py Lock protocol, shared with Python
     /// workers).
     pub fn lock(&self, lock_id: &str) -> String {

@@ -9,8 +9,8 @@
 --       ('' = none), 6 max queue size ('' = none), 7 '1' if the task is unique
 -- Returns one number per task: 1 when written; -1 when the queue is full; -2 when a unique
 -- task with this id exists but in none of this queue's states (it belongs to another
--- queue). Nothing of a refused task is written. Each queue is added to its state set and
--- announced on its channel once per call, after every task of the call is written.
+-- queue). Nothing of a refused task is written. Each queue is added to its state set with
+-- its first task of the call, and announced on its channel once, after the last.
 -- The task whose KEYS start after `k` and ARGV after `a`.
 local function enqueue(k, a, announce)
   local id = ARGV[a + 2]
@@ -37,7 +37,17 @@ local function enqueue(k, a, announce)
   end
   redis.call('SET', task, ARGV[a + 4])
   redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[a + 3], id)
-  announce[#announce + 1] = k
+  -- The state set at once (a later task's error must not leave this one unlisted), the
+  -- announcement after the loop; each once per call.
+  local set, queue, channel = KEYS[k + 2], ARGV[a + 1], ARGV[a + 5]
+  local mark = set .. '\n' .. queue
+  if not announce[mark] then
+    redis.call('SADD', set, queue)
+    announce[mark] = true
+    if channel ~= '' then
+      announce[#announce + 1] = {channel, queue}
+    end
+  end
   return 1
 end
 
@@ -46,17 +56,7 @@ local announce = {}
 for t = 0, #KEYS / 7 - 1 do
   results[t + 1] = enqueue(t * 7, t * 7, announce)
 end
--- Each (state set, queue, channel) once.
-local seen = {}
-for _, k in ipairs(announce) do
-  local set, queue, channel = KEYS[k + 2], ARGV[k + 1], ARGV[k + 5]
-  local mark = set .. '\n' .. queue .. '\n' .. channel
-  if not seen[mark] then
-    seen[mark] = true
-    redis.call('SADD', set, queue)
-    if channel ~= '' then
-      redis.call('PUBLISH', channel, queue)
-    end
-  end
+for _, a in ipairs(announce) do
+  redis.call('PUBLISH', a[1], a[2])
 end
 return results
