@@ -80,7 +80,7 @@ async fn main() {
 
 async fn run() -> tiger::Result<()> {
     tiger::init_logging();
-    let (url, _server) = find_redis().await;
+    let (url, server) = find_redis().await;
     let config = Config {
         redis_prefix: PREFIX.into(),
         ..Config::default()
@@ -120,7 +120,17 @@ async fn run() -> tiger::Result<()> {
         .run()
         .await?;
 
-    report(&tiger).await
+    report(&tiger).await?;
+    if server.is_some() {
+        println!(
+            "(that Redis goes away now; run a redis-server, or set REDIS_URL, to look at the failed tasks afterwards)"
+        );
+    } else {
+        println!(
+            "look closer: cargo run --example quickstart -- stats (or list emails error, show <id>, retry <id>)"
+        );
+    }
+    Ok(())
 }
 
 /// The Redis to use: `REDIS_URL` if something answers there, else a throwaway server.
@@ -180,9 +190,6 @@ async fn report(tiger: &Tiger) -> tiger::Result<()> {
         }
     }
     println!("{failed} failed; the rest succeeded and left nothing in Redis");
-    println!(
-        "look closer: cargo run --example quickstart -- stats (or list emails error, show <id>, retry <id>)"
-    );
     Ok(())
 }
 

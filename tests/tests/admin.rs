@@ -350,6 +350,15 @@ async fn reschedule_pause_and_purge() {
     expect(&fx, &["reschedule", "nope", "1h"], tiger::EXIT_NOT_FOUND);
 
     expect(&fx, &["pause", "adm.r", "60"], 0);
+    let table = expect(&fx, &["stats"], 0);
+    assert!(
+        row(&table, "queue").ends_with(&["paused", "until"]),
+        "{table}"
+    );
+    assert_eq!(row(&table, "adm.r").len(), 5 + 3, "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&expect(&fx, &["stats", "--json"], 0)).unwrap();
+    assert!(json["adm.r"]["paused_until"].as_f64().is_some());
     let until = fx
         .tiger
         .get_queue_system_lock("adm.r")

@@ -408,12 +408,25 @@ fn print_table(args: &Args, table: &Table) {
         );
     }
     println!();
-    println!(
-        "Median of {} runs; ±: half the spread between the fastest and slowest run, as a share \
-         of the median. †: a run was stopped at {} s; its rate is over the tasks done by then. \
-         S4 ratios compare p99. ·: not run in this mode.",
-        args.runs, args.cap
-    );
+    let capped = table
+        .values()
+        .any(|cell| matches!(cell, Cell::Runs(runs) if runs.iter().any(|r| r.partial)));
+    let runs = match args.runs {
+        1 => "One run".to_owned(),
+        n => format!(
+            "Median of {n} runs; ±: half the spread between the fastest and slowest run, as a \
+             share of the median"
+        ),
+    };
+    let cap = if capped {
+        format!(
+            " †: a run was stopped at {} s; its rate is over the tasks done by then.",
+            args.cap
+        )
+    } else {
+        String::new()
+    };
+    println!("{runs}.{cap} S4 ratios compare p99. ·: not run in this mode.");
     let skipped: Vec<String> = table
         .iter()
         .filter_map(|((system, scenario), cell)| match cell {

@@ -289,8 +289,25 @@ async fn stats(tiger: &Tiger, watch: Option<f64>, json: bool) -> Result<i32> {
             }
             Err(err) => return Err(err),
         };
+        let names: Vec<&str> = stats.keys().map(String::as_str).collect();
+        let pauses = tiger.pauses(&names).await.unwrap_or_default();
+        let paused: BTreeMap<&str, f64> = names
+            .iter()
+            .zip(&pauses)
+            .filter_map(|(queue, until)| Some((*queue, (*until)?)))
+            .collect();
         if json {
-            if !emit(&serde_json::to_string(&stats).unwrap_or_default()) {
+            let mut out = serde_json::Map::new();
+            for (queue, counts) in &stats {
+                let mut entry = serde_json::to_value(counts).unwrap_or_default();
+                if let (Some(until), Some(fields)) =
+                    (paused.get(queue.as_str()), entry.as_object_mut())
+                {
+                    fields.insert("paused_until".to_owned(), json!(until));
+                }
+                out.insert(queue.clone(), entry);
+            }
+            if !emit(&serde_json::Value::Object(out).to_string()) {
                 return Ok(0);
             }
         } else {
@@ -301,7 +318,7 @@ async fn stats(tiger: &Tiger, watch: Option<f64>, json: bool) -> Result<i32> {
             if watch.is_some() {
                 text.push_str(&format!("{}\n", timestamp(now())));
             }
-            text.push_str(&stats_table(&stats, tiger.keys().prefix()));
+            text.push_str(&stats_table(&stats, &paused, tiger.keys().prefix()));
             if !emit(&text) {
                 return Ok(0);
             }
@@ -323,18 +340,34 @@ async fn wait(every: Option<f64>) -> bool {
     }
 }
 
-fn stats_table(stats: &BTreeMap<String, StateCounts>, prefix: &str) -> String {
+fn stats_table(
+    stats: &BTreeMap<String, StateCounts>,
+    paused: &BTreeMap<&str, f64>,
+    prefix: &str,
+) -> String {
     if stats.is_empty() {
         return format!("no tasks in any queue (key prefix `{prefix}`)");
     }
-    let mut table = table(&["queue", "queued", "active", "scheduled", "error"]);
+    let mut headings = vec!["queue", "queued", "active", "scheduled", "error"];
+    if !paused.is_empty() {
+        headings.push("paused until");
+    }
+    let mut table = table(&headings);
     let mut total = StateCounts::default();
     for (queue, counts) in stats {
         total.queued += counts.queued;
         total.active += counts.active;
         total.scheduled += counts.scheduled;
         total.error += counts.error;
-        table.add_row(counts_row(queue, counts));
+        let mut row = counts_row(&clean(queue), counts);
+        if !paused.is_empty() {
+            row.push(
+                paused
+                    .get(queue.as_str())
+                    .map_or_else(String::new, |until| timestamp(*until)),
+            );
+        }
+        table.add_row(row);
     }
     if stats.len() > 1 {
         table.add_row(counts_row("(all)", &total));
@@ -572,7 +605,7 @@ async fn act(tiger: &Tiger, action: Action, selection: Selection) -> Result<i32>
         && !action.states().contains(&state)
     {
         complain(&format!(
-            "error: `{}` applies to tasks {}, not {}",
+            "error: `{}` applies to tasks that are {}, not {}",
             action.verb(),
             names(action.states()),
             state.phrase()

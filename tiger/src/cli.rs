@@ -38,8 +38,8 @@ pub struct WorkerArgs {
     #[arg(long, global = true, env = REDIS_URL_ENV, default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
 
-    /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX) [default: the program's Config,
-    /// `t`].
+    /// Prefix of every Redis key (TaskTiger's REDIS_PREFIX) [default: the program's own,
+    /// `t` unless it sets one].
     #[arg(long, global = true, env = PREFIX_ENV)]
     pub prefix: Option<String>,
 

@@ -128,7 +128,7 @@ pub enum Error {
     /// The task is in a state the operation does not apply to (retrying a queued task, say).
     /// Nothing was changed.
     #[error(
-        "task `{id}` is {} on queue `{queue}`; this applies only to tasks {}",
+        "task `{id}` is {} on queue `{queue}`; this applies only to tasks that are {}",
         state.phrase(),
         expected.iter().map(|s| s.phrase()).collect::<Vec<_>>().join(" or ")
     )]

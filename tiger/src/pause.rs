@@ -47,4 +47,26 @@ impl Tiger {
             .and_then(|until| Duration::try_from_secs_f64(until).ok())
             .map(|since_epoch| UNIX_EPOCH + since_epoch))
     }
+
+    /// When the pause of each of `queues` ends (Unix seconds), for those paused now; one
+    /// round trip.
+    pub(crate) async fn pauses(&self, queues: &[&str]) -> Result<Vec<Option<f64>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for queue in queues {
+            pipe.cmd("ZSCORE")
+                .arg(self.keys().queue_semaphore(queue))
+                .arg(SYSTEM_LOCK);
+        }
+        let ends: Vec<redis::RedisResult<Option<f64>>> =
+            pipe.query_async(&mut self.connection()).await?;
+        let now = now();
+        Ok(ends
+            .into_iter()
+            .map(|end| end.ok().flatten().filter(|until| *until > now))
+            .collect())
+    }
 }

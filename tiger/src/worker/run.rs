@@ -415,7 +415,7 @@ impl Job {
                 tracing::warn!(task_id = %id, %queue, exception, error, retry = n, "task interrupted before it finished; handed back to its queue")
             }
             Verdict::Error => {
-                tracing::error!(task_id = %id, %queue, exception, error, "task failed")
+                tracing::error!(task_id = %id, %queue, exception, error, "task failed; moved to the error state")
             }
             Verdict::Drop => {
                 tracing::warn!(task_id = %id, %queue, exception, error, "task failed and is out of retries; dropped as it asked")
