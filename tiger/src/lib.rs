@@ -170,7 +170,7 @@ pub use keys::State;
 pub use retry::{RetryMethod, exponential, fixed, linear};
 pub use schedule::{Schedule, cron, periodic};
 pub use task::TaskId;
-pub use task::current::{CurrentTask, current_task};
+pub use task::current::{CurrentTask, current_task, current_tiger};
 pub use task::outcome::{JobTimeout, Retry};
 pub use worker::{Executor, Stopped, Worker, queue_matches, serve_executor_child};
 

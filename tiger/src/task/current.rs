@@ -66,6 +66,12 @@ pub(crate) fn current() -> Option<Tiger> {
     with_scope(|scope| scope.tiger.clone())
 }
 
+/// The [`Tiger`] handle of the worker running the current task (its Redis, prefix and
+/// settings), or `None` outside a task: what a task uses to reach the same Redis.
+pub fn current_tiger() -> Option<Tiger> {
+    current()
+}
+
 /// Runs `future` (an async task) inside `scope`.
 pub(crate) async fn scope<F: Future>(scope: Scope, future: F) -> F::Output {
     CURRENT.scope(scope, future).await
