@@ -69,7 +69,15 @@ async fn exclusive(token: String, user: u64) {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    note(&token, json!({ "task": "exclusive", "user": user })).await;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    note(
+        &token,
+        json!({ "task": "exclusive", "user": user, "at": at }),
+    )
+    .await;
 }
 
 #[tiger::task(name = "compat_tasks:batch", batch)]
@@ -478,6 +486,13 @@ async fn locks_and_queue_limits_hold_across_python_and_tiger_workers() {
     }
     py(&fx, "delay", json!(specs));
     let mut python = python_worker(&fx, json!({"queues": ["default"], "seconds": 30}));
+    // The Python worker first (it starts slower), so that both fleets take some.
+    wait_until(
+        Duration::from_secs(20),
+        "the python worker to start",
+        || async { !notes(&fx, &t).await.is_empty() },
+    )
+    .await;
     let worker = spawn_worker(
         Worker::new(fx.tiger.clone())
             .queues(["default"])
@@ -506,17 +521,22 @@ async fn locks_and_queue_limits_hold_across_python_and_tiger_workers() {
     // A queue limit of 1 (-M 1) counts both: plain tasks, no lock, never two at once.
     let t = token();
     let mut specs = Vec::new();
-    for i in 0..20 {
+    for _ in 0..20 {
         specs.push(
             json!({"func": "exclusive", "kwargs": {"token": t, "user": 0}, "queue": "compat.one"}),
         );
-        let _ = i;
     }
     py(&fx, "delay", json!(specs));
     let mut python = python_worker(
         &fx,
         json!({"queues": ["compat.one"], "max_workers_per_queue": 1, "seconds": 30}),
     );
+    wait_until(
+        Duration::from_secs(20),
+        "the python worker to start",
+        || async { !notes(&fx, &t).await.is_empty() },
+    )
+    .await;
     let worker = spawn_worker(
         Worker::new(fx.tiger.clone())
             .queues(["compat.one"])
@@ -539,6 +559,37 @@ async fn locks_and_queue_limits_hold_across_python_and_tiger_workers() {
         overlaps.unwrap_or(0),
         0,
         "the queue limit let two run at once"
+    );
+
+    // Which fleet wins the one place is up to timing; that tiger counts a Python worker's
+    // place is not: while one is held (as Python's semaphore script writes it, here for one
+    // more second), tiger's worker takes nothing from the queue.
+    let t = token();
+    exclusive::delay(t.clone(), 0)
+        .queue("compat.one")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let semaphore = format!("{}:qslock:compat.one", fx.tiger.keys().prefix());
+    let held_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 1.0;
+    redis::cmd("ZADD")
+        .arg(&semaphore)
+        .arg(held_until)
+        .arg("a-python-worker-uuid")
+        .query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    fx.drain_with(|w| w.queues(["compat.one"]).max_workers_per_queue(1))
+        .await;
+    let ran = notes(&fx, &t).await;
+    assert_eq!(ran.len(), 1);
+    assert!(
+        ran[0]["at"].as_f64().unwrap() >= held_until,
+        "ran while a Python worker held the only place"
     );
 }
 
