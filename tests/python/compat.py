@@ -4,7 +4,8 @@
 
 Commands (each prints JSON):
     delay  [{"func", "args", "kwargs", "queue", "unique", "unique_key", "lock_key",
-             "retry_method": ["fixed"|"linear"|"exponential", [args]], "when": seconds}, ...]
+             "retry_method": ["fixed"|"linear"|"exponential", [args]],
+             "retry_on": ["builtins:Exception", ...], "when": seconds}, ...]
            -> the ids, in order
     work   {"executor": "sync"|"fork", "queues": [...], "max_workers_per_queue": n,
             "seconds": s}  -> runs a Python worker until drained (or for s seconds)
@@ -21,6 +22,7 @@ os.environ["COMPAT_PORT"], os.environ["COMPAT_PREFIX"] = sys.argv[1], sys.argv[2
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import compat_tasks  # noqa: E402
+from inspect_queue import describe  # noqa: E402
 from tasktiger import Task, Worker  # noqa: E402
 from tasktiger._internal import gen_unique_id  # noqa: E402
 from tasktiger.executor import ForkExecutor, SyncExecutor  # noqa: E402
@@ -37,6 +39,10 @@ def delay(specs):
         for name in ("queue", "unique", "unique_key", "lock_key"):
             if name in spec:
                 options[name] = spec[name]
+        if "retry_on" in spec:
+            import builtins
+
+            options["retry_on"] = [getattr(builtins, name.split(":")[1]) for name in spec["retry_on"]]
         if "retry_method" in spec:
             method, args = spec["retry_method"]
             options["retry_method"] = METHODS[method](*args)
@@ -76,17 +82,6 @@ def work(spec):
     else:
         worker.run(once=True, force_once=False)
     return {"ok": True}
-
-
-def describe(task):
-    return {
-        "id": task.id,
-        "func": task.serialized_func,
-        "args": task.args,
-        "kwargs": task.kwargs,
-        "executions": task.executions,
-        "n_executions": task.n_executions(),
-    }
 
 
 def tasks(spec):

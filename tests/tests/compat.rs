@@ -132,6 +132,47 @@ fn python_worker(fx: &Fixture, spec: Value) -> std::process::Child {
         .expect("start a python worker")
 }
 
+/// Runs a Python worker (`python`, as for `compat.py work`) and then `tiger` until `runs`
+/// runs are noted for `token`; returns the notes. The Python worker goes first (it starts
+/// slower), so that both fleets take part.
+async fn both_fleets(
+    fx: &Fixture,
+    token: &str,
+    python: Value,
+    tiger: Worker,
+    runs: usize,
+) -> Vec<Value> {
+    let mut python = python_worker(fx, python);
+    wait_until(
+        Duration::from_secs(20),
+        "the python worker to start",
+        || async { !notes(fx, token).await.is_empty() },
+    )
+    .await;
+    let worker = spawn_worker(tiger);
+    wait_until(Duration::from_secs(60), "every run", || async {
+        notes(fx, token).await.len() == runs
+    })
+    .await;
+    worker.stop().await;
+    let _ = python.kill();
+    let _ = python.wait();
+    notes(fx, token).await
+}
+
+/// How many runs of `exclusive` for `token` overlapped another of the same user.
+async fn overlaps(fx: &Fixture, token: &str) -> u64 {
+    let count: Option<u64> = redis::cmd("GET")
+        .arg(format!(
+            "{}:compat:{token}:overlaps",
+            fx.tiger.keys().prefix()
+        ))
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    count.unwrap_or(0)
+}
+
 /// What ran for `token`, in order.
 async fn notes(fx: &Fixture, token: &str) -> Vec<Value> {
     let lines: Vec<String> = redis::cmd("LRANGE")
@@ -251,6 +292,36 @@ async fn python_producers_tasks_run_on_a_tiger_worker_with_their_arguments() {
         assert_eq!(task["n_executions"], 3);
         assert_eq!(task["executions"].as_array().unwrap().len(), 3);
     }
+}
+
+#[tokio::test]
+async fn pythons_retry_on_meets_rusts_error_names_as_the_readme_says() {
+    let fx = fixture().await;
+    let t = token();
+    let ids = py(
+        &fx,
+        "delay",
+        json!([
+            {"func": "fails", "args": [t, 1], "retry_method": ["fixed", [0.1, 1]], "retry_on": ["builtins:Exception"]},
+            {"func": "fails", "args": [t, 2], "retry_method": ["fixed", [0.1, 1]], "retry_on": ["builtins:ValueError"]},
+        ]),
+    );
+    let worker = tiger_worker(&fx.tiger);
+    wait_until(Duration::from_secs(20), "both to fail for good", || async {
+        fx.tiger.queue_sizes("default").await.unwrap().error == 2
+            && nothing_left_but_errors(&fx, &["default"]).await
+    })
+    .await;
+    worker.stop().await;
+    // A Rust `String` error is `builtins:Exception`: retried under `retry_on=[Exception]`,
+    // not under `retry_on=[ValueError]`.
+    assert_eq!(ran_by(&fx, &t, "rust").await, [1, 1, 2]);
+    let runs = |i: usize| {
+        let id = ids[i].as_str().unwrap().to_owned();
+        let tiger = fx.tiger.clone();
+        async move { Task::n_executions(&tiger, &id).await.unwrap() }
+    };
+    assert_eq!((runs(0).await, runs(1).await), (2, 1));
 }
 
 #[tokio::test]
@@ -485,78 +556,36 @@ async fn locks_and_queue_limits_hold_across_python_and_tiger_workers() {
         specs.push(json!({"func": "exclusive", "kwargs": {"token": t, "user": i % 2}, "lock_key": ["user"]}));
     }
     py(&fx, "delay", json!(specs));
-    let mut python = python_worker(&fx, json!({"queues": ["default"], "seconds": 30}));
-    // The Python worker first (it starts slower), so that both fleets take some.
-    wait_until(
-        Duration::from_secs(20),
-        "the python worker to start",
-        || async { !notes(&fx, &t).await.is_empty() },
-    )
-    .await;
-    let worker = spawn_worker(
-        Worker::new(fx.tiger.clone())
-            .queues(["default"])
-            .concurrency(8),
-    );
-    wait_until(Duration::from_secs(60), "all 40 runs", || async {
-        notes(&fx, &t).await.len() == 40
-    })
-    .await;
-    worker.stop().await;
-    let _ = python.kill();
-    let _ = python.wait();
-    let runs = notes(&fx, &t).await;
+    let python = json!({"queues": ["default"], "seconds": 30});
+    let tiger = Worker::new(fx.tiger.clone())
+        .queues(["default"])
+        .concurrency(8);
+    let runs = both_fleets(&fx, &t, python, tiger, 40).await;
     let by = |who: &str| runs.iter().filter(|n| n["who"] == who).count();
     assert!(
         by("rust") > 0 && by("python") > 0,
         "both fleets ran some: {runs:?}"
     );
-    let overlaps: Option<u64> = redis::cmd("GET")
-        .arg(format!("{}:compat:{t}:overlaps", fx.tiger.keys().prefix()))
-        .query_async(&mut fx.tiger.connection())
-        .await
-        .unwrap();
-    assert_eq!(overlaps.unwrap_or(0), 0, "two runs of one user overlapped");
+    assert_eq!(
+        overlaps(&fx, &t).await,
+        0,
+        "two runs of one user overlapped"
+    );
 
     // A queue limit of 1 (-M 1) counts both: plain tasks, no lock, never two at once.
     let t = token();
-    let mut specs = Vec::new();
-    for _ in 0..20 {
-        specs.push(
-            json!({"func": "exclusive", "kwargs": {"token": t, "user": 0}, "queue": "compat.one"}),
-        );
-    }
+    let specs: Vec<Value> = (0..20)
+        .map(|_| json!({"func": "exclusive", "kwargs": {"token": t, "user": 0}, "queue": "compat.one"}))
+        .collect();
     py(&fx, "delay", json!(specs));
-    let mut python = python_worker(
-        &fx,
-        json!({"queues": ["compat.one"], "max_workers_per_queue": 1, "seconds": 30}),
-    );
-    wait_until(
-        Duration::from_secs(20),
-        "the python worker to start",
-        || async { !notes(&fx, &t).await.is_empty() },
-    )
-    .await;
-    let worker = spawn_worker(
-        Worker::new(fx.tiger.clone())
-            .queues(["compat.one"])
-            .concurrency(8)
-            .max_workers_per_queue(1),
-    );
-    wait_until(Duration::from_secs(60), "all 20 runs", || async {
-        notes(&fx, &t).await.len() == 20
-    })
-    .await;
-    worker.stop().await;
-    let _ = python.kill();
-    let _ = python.wait();
-    let overlaps: Option<u64> = redis::cmd("GET")
-        .arg(format!("{}:compat:{t}:overlaps", fx.tiger.keys().prefix()))
-        .query_async(&mut fx.tiger.connection())
-        .await
-        .unwrap();
+    let python = json!({"queues": ["compat.one"], "max_workers_per_queue": 1, "seconds": 30});
+    let tiger = Worker::new(fx.tiger.clone())
+        .queues(["compat.one"])
+        .concurrency(8)
+        .max_workers_per_queue(1);
+    both_fleets(&fx, &t, python, tiger, 20).await;
     assert_eq!(
-        overlaps.unwrap_or(0),
+        overlaps(&fx, &t).await,
         0,
         "the queue limit let two run at once"
     );
