@@ -44,6 +44,12 @@ async fn any(token: String, n: Value) {
     note(&token, json!({ "task": "any", "n": n })).await;
 }
 
+/// `any` under a lock keyed by its argument.
+#[tiger::task(name = "compat_tasks:any_locked", lock_key = ["n"])]
+async fn any_locked(token: String, n: Value) {
+    note(&token, json!({ "task": "any_locked", "n": n })).await;
+}
+
 /// Counts runs for one user that overlap another, whichever language runs them.
 #[tiger::task(name = "compat_tasks:exclusive", lock_key = ["user"])]
 async fn exclusive(token: String, user: u64) {
@@ -502,41 +508,54 @@ async fn unique_and_lock_ids_are_pythons_for_a_corpus_of_arguments() {
         assert_eq!(theirs["unique"], ours.as_str(), "unique id for {n}");
     }
 
-    // Lock ids: a lock Python computes (as a Python worker would hold it) stops tiger's run.
-    let theirs = py(
-        &fx,
-        "ids",
-        json!([{"func": "exclusive", "kwargs": {"token": "locks", "user": 42}, "lock_key": ["user"]}]),
-    );
-    let lock = fx.tiger.keys().lock(theirs[0]["lock"].as_str().unwrap());
-    redis::cmd("SET")
-        .arg(&lock)
-        .arg("held-by-a-python-worker")
-        .arg("PX")
-        .arg(60_000)
-        .query_async::<()>(&mut fx.tiger.connection())
-        .await
-        .unwrap();
-    let waiting = exclusive::delay("locks".into(), 42)
-        .on(&fx.tiger)
-        .await
-        .unwrap();
+    // Lock ids: the locks Python computes for the same corpus (as Python workers would hold
+    // them) stop tiger's runs, and once they are gone every task runs.
+    let specs: Vec<Value> = corpus
+        .iter()
+        .map(|n| json!({"func": "any_locked", "kwargs": {"token": "locks", "n": n}, "lock_key": ["n"]}))
+        .collect();
+    let theirs = py(&fx, "ids", json!(specs));
+    let locks: Vec<String> = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ids| fx.tiger.keys().lock(ids["lock"].as_str().unwrap()))
+        .collect();
+    for lock in &locks {
+        redis::cmd("SET")
+            .arg(lock)
+            .arg("held-by-a-python-worker")
+            .arg("PX")
+            .arg(60_000)
+            .query_async::<()>(&mut fx.tiger.connection())
+            .await
+            .unwrap();
+    }
+    for n in &corpus {
+        any_locked::delay("locks".into(), n.clone())
+            .on(&fx.tiger)
+            .await
+            .unwrap();
+    }
     fx.drain_with(|w| w.queues(["default"])).await;
-    assert!(notes(&fx, "locks").await.is_empty(), "ran despite the lock");
+    assert!(
+        notes(&fx, "locks").await.is_empty(),
+        "ran despite a lock Python holds"
+    );
     assert_eq!(
-        fx.ids(State::Scheduled, "default").await,
-        [waiting.as_str()]
+        fx.ids(State::Scheduled, "default").await.len(),
+        corpus.len()
     );
     redis::cmd("DEL")
-        .arg(&lock)
+        .arg(&locks)
         .query_async::<()>(&mut fx.tiger.connection())
         .await
         .unwrap();
     let worker = tiger_worker(&fx.tiger);
     wait_until(
         Duration::from_secs(10),
-        "the task to run once the lock is free",
-        || async { !notes(&fx, "locks").await.is_empty() },
+        "every task to run once the locks are free",
+        || async { notes(&fx, "locks").await.len() == corpus.len() },
     )
     .await;
     worker.stop().await;
