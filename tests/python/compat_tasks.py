@@ -1,5 +1,5 @@
 """The Python half of the mixed-fleet tests (tests/tests/compat.rs): tasks whose names the
-Rust tasks in tests/src/lib.rs share (`compat_tasks:<name>`), on a TaskTiger set up from the
+Rust tasks in that file share (`compat_tasks:<name>`), on a TaskTiger set up from the
 environment: COMPAT_PORT (a loopback redis-server) and COMPAT_PREFIX (the test's prefix).
 
 Every run of a task appends a JSON line to the Redis list `<prefix>:compat:<token>`, saying
@@ -74,6 +74,12 @@ def any(token, n):
     _note(token, task="any", n=n)
 
 
+@tiger.task()
+def kind(token, type):
+    """A parameter whose name is a Rust keyword (`r#type` there)."""
+    _note(token, task="kind", type=type)
+
+
 @tiger.task(batch=True)
 def batch(params):
     for p in params:
@@ -83,3 +89,9 @@ def batch(params):
 @tiger.task(schedule=periodic(hours=1), queue="compat.periodic")
 def hourly():
     _note("hourly", task="hourly")
+
+
+@tiger.task(schedule=periodic(hours=1), queue="compat.periodic-py")
+def elsewhere():
+    """Declared by tiger too, on another queue."""
+    _note("elsewhere", task="elsewhere")

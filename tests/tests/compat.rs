@@ -57,6 +57,11 @@ async fn exclusive(token: String, user: u64) {
     let prefix = tiger.keys().prefix().to_owned();
     let running = format!("{prefix}:compat:{token}:running:{user}");
     let mut conn = tiger.connection();
+    // When the run began, before its work.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let now: i64 = redis::cmd("INCR")
         .arg(&running)
         .query_async(&mut conn)
@@ -75,10 +80,6 @@ async fn exclusive(token: String, user: u64) {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
     note(
         &token,
         json!({ "task": "exclusive", "user": user, "at": at }),
@@ -91,6 +92,18 @@ async fn batch(calls: Vec<(String, i64)>) {
     for (token, n) in calls {
         note(&token, json!({ "task": "batch", "n": n })).await;
     }
+}
+
+/// A parameter whose name is a Rust keyword travels under its plain name.
+#[tiger::task(name = "compat_tasks:kind", lock_key = ["type"])]
+async fn kind(token: String, r#type: String) {
+    note(&token, json!({ "task": "kind", "type": r#type })).await;
+}
+
+/// Python declares it on `compat.periodic-py`.
+#[tiger::task(name = "compat_tasks:elsewhere", queue = "compat.periodic-rs", schedule = periodic(hours = 1))]
+async fn elsewhere() {
+    note("elsewhere", json!({ "task": "elsewhere" })).await;
 }
 
 /// Declared on both sides with the same name and schedule.
@@ -651,4 +664,60 @@ async fn a_periodic_task_declared_on_both_sides_is_queued_once() {
     let scheduled = fx.ids(State::Scheduled, "compat.periodic").await;
     assert_eq!(scheduled.len(), 1, "{scheduled:?}");
     assert!(fx.ids(State::Queued, "compat.periodic").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_periodic_task_python_keeps_on_another_queue_does_not_stop_a_tiger_worker() {
+    let fx = fixture().await;
+    py(&fx, "work", json!({"queues": ["compat.periodic-py"]}));
+    assert_eq!(
+        fx.ids(State::Scheduled, "compat.periodic-py").await.len(),
+        1
+    );
+    let t = token();
+    record::delay(t.clone(), 1, None)
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    // This worker would queue the same periodic task on its own queue: it leaves it, warns,
+    // and does its work.
+    fx.drain_with(|w| w.queues(["default", "compat.periodic-rs"]))
+        .await;
+    assert_eq!(ran_by(&fx, &t, "rust").await, [1]);
+    assert!(
+        fx.ids(State::Scheduled, "compat.periodic-rs")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_parameter_named_like_a_rust_keyword_travels_under_its_python_name() {
+    let fx = fixture().await;
+    let t = token();
+    py(
+        &fx,
+        "delay",
+        json!([{"func": "kind", "kwargs": {"token": t, "type": "from python"}}]),
+    );
+    fx.drain_with(|w| w.queues(["default"])).await;
+    // tiger writes it as `type` in kwargs (the task has a lock_key), so Python runs it.
+    kind::delay(t.clone(), "from rust".into())
+        .queue("compat.py")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    py(&fx, "work", json!({"queues": ["compat.py"]}));
+    let seen: Vec<(Value, Value)> = notes(&fx, &t)
+        .await
+        .iter()
+        .map(|n| (n["who"].clone(), n["type"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("rust"), json!("from python")),
+            (json!("python"), json!("from rust"))
+        ]
+    );
 }

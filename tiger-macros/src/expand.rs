@@ -10,7 +10,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, spanned::Spanned};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, ext::IdentExt, spanned::Spanned};
 
 use crate::attr::{RetryMethodArg, ScheduleArg, TaskArgs, push_error};
 
@@ -20,6 +20,14 @@ use crate::attr::{RetryMethodArg, ScheduleArg, TaskArgs, push_error};
 struct Param {
     ident: Ident,
     ty: Type,
+}
+
+impl Param {
+    /// The name the parameter travels under (in `kwargs`, `unique_key`, `lock_key`): a raw
+    /// identifier (`r#type`) without its `r#`, as Python spells it.
+    fn name(&self) -> String {
+        self.ident.unraw().to_string()
+    }
 }
 
 /// Entry point: on any error, emit the errors together with the untouched function so that
@@ -55,10 +63,10 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     for keys in [&args.unique_key, &args.lock_key].into_iter().flatten() {
         for key in keys {
-            if !call_params.iter().any(|p| p.ident == key.value()) {
+            if !call_params.iter().any(|p| p.name() == key.value()) {
                 let names: Vec<String> = call_params
                     .iter()
-                    .map(|p| format!("`{}`", p.ident))
+                    .map(|p| format!("`{}`", p.name()))
                     .collect();
                 let listed = if names.is_empty() {
                     "none".to_owned()
@@ -149,7 +157,8 @@ fn parameters(func: &ItemFn, errors: &mut Option<syn::Error>) -> Vec<Param> {
 fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> TokenStream {
     let vis = &func.vis;
     let ident = &func.sig.ident;
-    let fn_name = ident.to_string();
+    // A raw identifier (`r#match`) is stored under its plain name, as Python spells it.
+    let fn_name = ident.unraw().to_string();
 
     let name = match &args.name {
         Some(name) => quote!(#name),
@@ -164,7 +173,7 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> To
             ::tiger::__private::assert_task_arg::<#ty>();
         }
     });
-    let names: Vec<String> = params.iter().map(|p| p.ident.to_string()).collect();
+    let names: Vec<String> = params.iter().map(|p| p.name()).collect();
     // Spanned on each parameter's type, so a type that cannot travel as JSON is reported
     // there and not on the attribute.
     let writes = params.iter().map(|p| {
@@ -175,7 +184,7 @@ fn generate(func: &ItemFn, args: &TaskArgs, params: &[Param], batch: bool) -> To
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            let (ident, ty, name) = (&p.ident, &p.ty, p.ident.to_string());
+            let (ident, ty, name) = (&p.ident, &p.ty, p.name());
             quote_spanned!(ty.span()=> let #ident = args.get::<#ty>(#index, #name)?;)
         })
         .collect();

@@ -40,6 +40,11 @@ pub(crate) async fn queue_missing(
             Err(Error::Config(err)) => {
                 tracing::error!(func = spec.name, %queue, %err, "periodic task skipped")
             }
+            // Python declared the same periodic task on another queue: one copy is enough,
+            // and this worker's other work must not wait on it.
+            Err(err @ Error::UniqueInAnotherQueue { .. }) => {
+                tracing::warn!(func = spec.name, %queue, %err, "periodic task already queued for another queue; not queued here")
+            }
             Err(err) => return Err(err),
         }
     }
