@@ -72,6 +72,11 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "MINUTES", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub exit_after: Option<f64>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (task counters and durations, tasks
+    /// in flight, queue depths; see `tiger::metrics`), e.g. 127.0.0.1:9108.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
+
     /// An operator's command instead of running a worker (see [`Command`]).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -116,6 +121,9 @@ impl WorkerArgs {
             return Ok(Stopped::Shutdown);
         };
         let _ = Tiger::set_global(tiger.clone());
+        if let Some(addr) = self.metrics_bind {
+            crate::metrics::serve(tiger.clone(), addr).await?;
+        }
         let mut worker = Worker::new(tiger)
             .concurrency(self.concurrency)
             .once(self.once)

@@ -146,6 +146,7 @@ mod enqueue;
 mod error;
 mod inspect;
 pub mod keys;
+pub mod metrics;
 mod pause;
 pub mod retry;
 pub mod schedule;

@@ -831,6 +831,7 @@ impl Loop {
             executor: self.executor,
         };
         let handle = self.in_flight.spawn(run::run_group(members, control));
+        crate::metrics::in_flight(self.in_flight.len());
         self.running.insert(
             handle.id(),
             InFlight {
@@ -857,6 +858,7 @@ impl Loop {
         if let Some(ended) = self.running.remove(&id) {
             self.release(&ended.queue, ended.holder).await;
         }
+        crate::metrics::in_flight(self.in_flight.len());
     }
 
     /// Refreshes the active score of every task in flight, so no worker takes them for

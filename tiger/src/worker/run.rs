@@ -242,14 +242,16 @@ pub(crate) async fn execute_all(
             .map(|(_, plan)| plan.hard_timeout)
             .max()
             .unwrap_or_default();
-        let (scope, span) = {
+        let (scope, span, func, queue) = {
             let (job, plan) = &ready[0];
             (
                 job.scope(plan),
                 tracing::info_span!("batch", func = plan.func, queue = %job.queue, tasks = ready.len()),
+                plan.func,
+                job.queue.clone(),
             )
         };
-        return timed(execute::run(body, scope, limit, stragglers))
+        return timed(func, &queue, execute::run(body, scope, limit, stragglers))
             .instrument(span)
             .await;
     }
@@ -259,12 +261,11 @@ pub(crate) async fn execute_all(
         };
         let span =
             tracing::info_span!("task", task_id = %job.id, func = plan.func, queue = %job.queue);
-        timed(execute::run(
-            body,
-            job.scope(plan),
-            plan.hard_timeout,
-            stragglers,
-        ))
+        timed(
+            plan.func,
+            &job.queue,
+            execute::run(body, job.scope(plan), plan.hard_timeout, stragglers),
+        )
         .instrument(span)
         .await?;
     }
@@ -301,12 +302,19 @@ fn halted(halt: Halt, control: &Control) -> String {
 const LOCK_LOST: &str = "its task lock expired or was taken by another worker";
 
 /// Logs the start (at debug level) and the end of a run with its duration: one info line
-/// per task.
-async fn timed(run: impl std::future::Future<Output = Outcome>) -> Outcome {
+/// per task; counts both in the metrics.
+async fn timed(
+    func: &'static str,
+    queue: &str,
+    run: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
     tracing::debug!("task started");
+    crate::metrics::started(func, queue);
     let clock = Instant::now();
     let outcome = run.await;
-    let duration_ms = (clock.elapsed().as_micros() as f64) / 1000.0;
+    let elapsed = clock.elapsed();
+    crate::metrics::ended(func, queue, outcome.is_ok(), elapsed.as_secs_f64());
+    let duration_ms = (elapsed.as_micros() as f64) / 1000.0;
     match &outcome {
         Ok(()) => tracing::info!(duration_ms, "task succeeded"),
         Err(failure) => {
@@ -407,6 +415,9 @@ impl Job {
             &failure.exception_name,
             failure.traceback.lines().next().unwrap_or_default(),
         );
+        if matches!(verdict, Verdict::Retry(_) | Verdict::Requeue) {
+            crate::metrics::retried(plan.func, queue);
+        }
         match verdict {
             Verdict::Retry(delay) => {
                 tracing::warn!(task_id = %id, %queue, exception, error, retry = n, retry_in_s = delay, "task failed; will retry")

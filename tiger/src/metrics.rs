@@ -1,0 +1,136 @@
+//! Prometheus metrics of a worker: what its tasks did, how long they took, how many are in
+//! flight, and how deep the queues are. Recorded through the `metrics` facade (nothing is
+//! kept unless a recorder is installed) and served as Prometheus text by [`serve`], which
+//! `--metrics-bind` starts next to the worker.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `tiger_tasks_started_total` | counter | `func`, `queue` |
+//! | `tiger_tasks_succeeded_total` | counter | `func`, `queue` |
+//! | `tiger_tasks_failed_total` | counter | `func`, `queue` (every failed run, retried or not) |
+//! | `tiger_tasks_retried_total` | counter | `func`, `queue` (failed runs that will run again) |
+//! | `tiger_task_duration_seconds` | histogram | `func`, `queue` |
+//! | `tiger_worker_tasks_in_flight` | gauge | |
+//! | `tiger_queue_tasks` | gauge | `queue`, `state` (read from Redis at each scrape) |
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::{Error, Result, State, Tiger};
+
+const STARTED: &str = "tiger_tasks_started_total";
+const SUCCEEDED: &str = "tiger_tasks_succeeded_total";
+const FAILED: &str = "tiger_tasks_failed_total";
+const RETRIED: &str = "tiger_tasks_retried_total";
+const DURATION: &str = "tiger_task_duration_seconds";
+const IN_FLIGHT: &str = "tiger_worker_tasks_in_flight";
+const QUEUE_TASKS: &str = "tiger_queue_tasks";
+
+/// Buckets of the duration histogram, in seconds: 1 ms to 5 min.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
+];
+
+/// Set once a recorder is installed: until then recording costs nothing (no label strings).
+static ON: AtomicBool = AtomicBool::new(false);
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+fn on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// A run of `func` on `queue` started.
+pub(crate) fn started(func: &'static str, queue: &str) {
+    if on() {
+        metrics::counter!(STARTED, "func" => func, "queue" => queue.to_owned()).increment(1);
+    }
+}
+
+/// A run of `func` on `queue` ended after `seconds`, well or not.
+pub(crate) fn ended(func: &'static str, queue: &str, succeeded: bool, seconds: f64) {
+    if on() {
+        let name = if succeeded { SUCCEEDED } else { FAILED };
+        metrics::counter!(name, "func" => func, "queue" => queue.to_owned()).increment(1);
+        metrics::histogram!(DURATION, "func" => func, "queue" => queue.to_owned()).record(seconds);
+    }
+}
+
+/// A failed run of `func` on `queue` will run again.
+pub(crate) fn retried(func: &'static str, queue: &str) {
+    if on() {
+        metrics::counter!(RETRIED, "func" => func, "queue" => queue.to_owned()).increment(1);
+    }
+}
+
+/// How many groups of tasks the worker has in flight.
+pub(crate) fn in_flight(groups: usize) {
+    if on() {
+        metrics::gauge!(IN_FLIGHT).set(groups as f64);
+    }
+}
+
+/// Installs the process's Prometheus recorder (once; later calls reuse it) and returns the
+/// handle that renders it.
+pub fn install() -> Result<PrometheusHandle> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(DURATION.to_owned()),
+            &BUCKETS,
+        )
+        .map_err(|err| Error::Config(format!("metrics: {err}")))?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|err| Error::Config(format!("metrics: another recorder is installed: {err}")))?;
+    ON.store(true, Ordering::Relaxed);
+    let _ = HANDLE.set(handle.clone());
+    Ok(handle)
+}
+
+/// The Prometheus text of everything recorded, with the queue depths read from Redis now.
+pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> String {
+    match tiger.queue_stats().await {
+        Ok(stats) => {
+            for (queue, counts) in stats {
+                for state in State::ALL {
+                    metrics::gauge!(QUEUE_TASKS, "queue" => queue.clone(), "state" => state.as_str())
+                        .set(counts.get(state) as f64);
+                }
+            }
+        }
+        Err(err) => tracing::warn!(%err, "metrics: cannot read the queue sizes"),
+    }
+    handle.render()
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends. Fails at once when the address
+/// cannot be bound.
+pub async fn serve(tiger: Tiger, addr: SocketAddr) -> Result<()> {
+    let handle = install()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("cannot listen for metrics on {addr}"),
+            source,
+        })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (tiger, handle) = (tiger.clone(), handle.clone());
+            async move { render(&tiger, &handle).await }
+        }),
+    );
+    tracing::info!(%addr, "serving metrics at /metrics");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(%err, "the metrics server stopped");
+        }
+    });
+    Ok(())
+}
