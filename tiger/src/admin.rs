@@ -114,6 +114,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serves the web dashboard (see `tiger::Dashboard`) until Ctrl-C.
+    Dashboard {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        bind: std::net::SocketAddr,
+        /// Require this token for every page and action (or set TIGER_DASHBOARD_TOKEN).
+        #[arg(long, env = "TIGER_DASHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Show no actions and refuse them.
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Pauses a queue for a while: tiger workers (and Python workers with -M) take nothing
     /// from it until then; tasks already running go on. `pause <queue> 0` resumes it.
     Pause {
@@ -255,6 +267,20 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
             let (queues, exclude) = (non_empty(queues), non_empty(exclude_queues));
             let filter = (queues.as_slice(), exclude.as_slice());
             purge(tiger, filter, cutoff, limit, yes, json).await
+        }
+        Command::Dashboard {
+            bind,
+            token,
+            read_only,
+        } => {
+            let mut dashboard = crate::Dashboard::new().read_only(read_only);
+            if let Some(token) = token {
+                dashboard = dashboard.token(token);
+            }
+            tokio::select! {
+                served = dashboard.serve(tiger.clone(), bind) => served.map(|()| 0),
+                _ = tokio::signal::ctrl_c() => Ok(0),
+            }
         }
         Command::Pause {
             queue,
@@ -860,7 +886,7 @@ fn preview(text: &str) -> String {
 }
 
 /// `ts` (Unix seconds) as UTC date and time.
-fn timestamp(ts: f64) -> String {
+pub(crate) fn timestamp(ts: f64) -> String {
     let secs = ts.floor();
     chrono::DateTime::from_timestamp(secs as i64, ((ts - secs) * 1e9) as u32).map_or_else(
         || format!("{ts} (Unix seconds)"),
@@ -899,7 +925,7 @@ fn parse_state(text: &str) -> std::result::Result<State, String> {
 }
 
 /// `now`, a delay (`90s`, `1h 30m`), an RFC 3339 time, or Unix seconds.
-fn parse_when(text: &str) -> std::result::Result<When, String> {
+pub(crate) fn parse_when(text: &str) -> std::result::Result<When, String> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("now") {
         return Ok(When::In(Duration::ZERO));

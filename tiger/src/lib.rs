@@ -142,6 +142,7 @@ mod admin;
 mod cli;
 mod client;
 mod config;
+mod dashboard;
 mod enqueue;
 mod error;
 mod inspect;
@@ -163,6 +164,7 @@ pub use cli::{
 };
 pub use client::{DEFAULT_REDIS_URL, Tiger};
 pub use config::Config;
+pub use dashboard::Dashboard;
 pub use enqueue::When;
 pub use enqueue::{Delay, DelayMany};
 pub use error::{Error, Result};

@@ -1,0 +1,324 @@
+//! The web dashboard's routes against a real Redis, over real HTTP: pages, escaping,
+//! actions and their guards (anti-forgery value, origin, token, read-only), metrics.
+
+use std::io::{Read, Write};
+
+use tiger::{Dashboard, State, testing::wait_until};
+use tiger_tests::*;
+
+/// Status, headers and body of one HTTP/1.1 request to the dashboard on `port`.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Serves `dashboard` for `fx` on a free port, in the background; returns the port.
+async fn serve(fx: &Fixture, dashboard: Dashboard) -> u16 {
+    let port = tiger::testing::free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(dashboard.serve(fx.tiger.clone(), addr));
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the dashboard to listen",
+        || async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+    )
+    .await;
+    port
+}
+
+/// The anti-forgery value of the forms on `page`.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form") + "name=\"csrf\" value=\"".len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn failed_task(fx: &Fixture, argument: &str) -> String {
+    let id = charge::delay(argument.to_owned(), 7)
+        .queue("dash")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    fx.drain_with(|w| w.queues(["dash"])).await;
+    id.as_str().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_show_the_queues_and_escape_what_tasks_hold() {
+    let fx = Fixture::new().await;
+    let id = failed_task(&fx, "<script>alert('x')</script>").await;
+    note::delay(token(), "queued".into())
+        .queue("dash")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let port = serve(&fx, Dashboard::new()).await;
+
+    let overview = http(port, "GET", "/", &[], "");
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("<td>dash</td>"), "{}", overview.body);
+    assert!(
+        overview.body.contains("href=\"/queue/dash/error\">1</a>"),
+        "{}",
+        overview.body
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&http(port, "GET", "/api/stats", &[], "").body).unwrap();
+    assert_eq!(stats["dash"]["queued"], 1);
+
+    let listed = http(port, "GET", "/queue/dash/error", &[], "");
+    assert_eq!(listed.status, 200);
+    assert!(listed.body.contains(&id) && listed.body.contains(charge::NAME));
+    for page in [
+        &listed.body,
+        &http(port, "GET", &format!("/task/{id}"), &[], "").body,
+    ] {
+        assert!(
+            !page.contains("<script>alert"),
+            "an argument rendered as HTML: {page}"
+        );
+        assert!(page.contains("&lt;script&gt;"), "{page}");
+    }
+    let task = http(port, "GET", &format!("/task/{id}"), &[], "");
+    assert!(task.body.contains("ChargeError") && task.body.contains("card declined for 7 cents"));
+    assert!(task.body.contains("action=\"") && task.body.contains(">retry</button>"));
+    assert_eq!(http(port, "GET", "/task/nope", &[], "").status, 404);
+    assert_eq!(http(port, "GET", "/queue/dash/stuck", &[], "").status, 404);
+
+    let metrics = http(port, "GET", "/metrics", &[], "");
+    assert!(
+        metrics
+            .body
+            .contains("tiger_queue_tasks{queue=\"dash\",state=\"error\"} 1"),
+        "{}",
+        metrics.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_pages_value_and_a_same_site_origin() {
+    let fx = Fixture::new().await;
+    let id = failed_task(&fx, "a").await;
+    let port = serve(&fx, Dashboard::new()).await;
+    let value = csrf(&http(port, "GET", &format!("/task/{id}"), &[], "").body);
+    let path = format!("/task/{id}/retry");
+    let form = format!("csrf={value}&queue=dash&state=error");
+
+    let forged = http(
+        port,
+        "POST",
+        &path,
+        &[],
+        "csrf=guess&queue=dash&state=error",
+    );
+    assert_eq!(forged.status, 403);
+    let cross = http(port, "POST", &path, &["Origin: http://evil.example"], &form);
+    assert_eq!(cross.status, 403);
+    assert_eq!(
+        fx.ids(State::Error, "dash").await,
+        [id.as_str()],
+        "nothing changed"
+    );
+
+    let retried = http(
+        port,
+        "POST",
+        &path,
+        &[&format!("Origin: http://127.0.0.1:{port}")],
+        &form,
+    );
+    assert_eq!(retried.status, 303, "{}", retried.body);
+    assert_eq!(fx.ids(State::Queued, "dash").await, [id.as_str()]);
+    // The same form again: the task is queued now.
+    assert_eq!(http(port, "POST", &path, &[], &form).status, 409);
+    // A worker runs it: it fails again and is back in error with two records.
+    fx.drain_with(|w| w.queues(["dash"])).await;
+    let delete = format!("/task/{id}/delete");
+    assert_eq!(http(port, "POST", &delete, &[], &form).status, 303);
+    assert!(fx.keys().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_everything_and_read_only_refuses_actions() {
+    let fx = Fixture::new().await;
+    let id = failed_task(&fx, "a").await;
+    let port = serve(&fx, Dashboard::new().token("s3cret")).await;
+    let page = http(port, "GET", "/", &[], "");
+    assert_eq!(page.status, 303);
+    assert!(
+        page.head.to_ascii_lowercase().contains("location: /login"),
+        "{}",
+        page.head
+    );
+    for path in ["/api/stats", "/metrics"] {
+        assert_eq!(http(port, "GET", path, &[], "").status, 401);
+    }
+    assert_eq!(
+        http(port, "GET", "/", &["Authorization: Bearer wrong"], "").status,
+        303
+    );
+    assert_eq!(
+        http(port, "GET", "/", &["Authorization: Bearer s3cret"], "").status,
+        200
+    );
+    let login = http(port, "POST", "/login", &[], "token=s3cret");
+    assert_eq!(login.status, 303);
+    let cookie = login
+        .head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let with_cookie = format!("Cookie: {cookie}");
+    assert_eq!(
+        http(port, "GET", &format!("/task/{id}"), &[&with_cookie], "").status,
+        200
+    );
+    assert_eq!(http(port, "POST", "/login", &[], "token=nope").status, 401);
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            &format!("/task/{id}/delete"),
+            &[],
+            "csrf=x&queue=dash&state=error"
+        )
+        .status,
+        401
+    );
+
+    let port = serve(&fx, Dashboard::new().read_only(true)).await;
+    let task = http(port, "GET", &format!("/task/{id}"), &[], "");
+    assert!(!task.body.contains("<form"), "read-only shows no actions");
+    let refused = http(
+        port,
+        "POST",
+        &format!("/task/{id}/delete"),
+        &[],
+        "csrf=x&queue=dash&state=error",
+    );
+    assert_eq!(refused.status, 403);
+    assert_eq!(fx.ids(State::Error, "dash").await, [id.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_mounts_under_an_applications_own_path() {
+    let fx = Fixture::new().await;
+    let id = failed_task(&fx, "a").await;
+    let app = axum::Router::new().nest(
+        "/ops/tiger",
+        Dashboard::new().token("t").router(fx.tiger.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let bearer = "Authorization: Bearer t";
+    let overview = http(port, "GET", "/ops/tiger", &[bearer], "");
+    assert_eq!(overview.status, 200, "{}", overview.head);
+    assert!(
+        overview
+            .body
+            .contains("href=\"/ops/tiger/queue/dash/error\""),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("data-base=\"/ops/tiger\""));
+    let listed = http(port, "GET", "/ops/tiger/queue/dash/error", &[bearer], "");
+    assert!(listed.body.contains(&format!("href=\"../../task/{id}\"")));
+    assert!(
+        listed.body.contains("<a href=\"/ops/tiger\">tiger</a>"),
+        "the header links home"
+    );
+    // Without the token, a page sends the browser to the mounted login form.
+    let refused = http(port, "GET", "/ops/tiger/queue/dash/error", &[], "");
+    assert!(
+        refused
+            .head
+            .to_ascii_lowercase()
+            .contains("location: /ops/tiger/login"),
+        "{}",
+        refused.head
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_subcommand_serves_until_interrupted() {
+    let fx = Fixture::new().await;
+    let port = tiger::testing::free_port().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tiger-test-worker"))
+        .args([
+            "dashboard",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--read-only",
+        ])
+        .env("REDIS_URL", fx.redis.url())
+        .env("TIGER_PREFIX", fx.tiger.keys().prefix())
+        .env("TIGER_DASHBOARD_TOKEN", "tok")
+        .spawn()
+        .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the dashboard to listen",
+        || async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+    )
+    .await;
+    assert_eq!(
+        http(port, "GET", "/api/stats", &[], "").status,
+        401,
+        "the token from the environment"
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/stats",
+            &["Authorization: Bearer tok"],
+            ""
+        )
+        .status,
+        200
+    );
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -1,0 +1,560 @@
+//! The web dashboard: every queue's counts (refreshing live), a queue's tasks in a state, a
+//! task with its executions, and the operator's actions on it, over the inspection API.
+//! Server-rendered HTML ([`maud`] escapes everything a task holds) with a few lines of
+//! plain JS; nothing to build, everything in the binary.
+//!
+//! ```no_run
+//! # async fn demo(tiger: tiger::Tiger) -> tiger::Result<()> {
+//! // As its own server (what `dashboard --bind` runs):
+//! tiger::Dashboard::new().token("s3cret").serve(tiger.clone(), "127.0.0.1:8080".parse().unwrap()).await?;
+//! // Or mounted in an application's own axum app:
+//! let app: axum::Router = axum::Router::new().nest("/tiger", tiger::Dashboard::new().router(tiger));
+//! # Ok(()) }
+//! ```
+//!
+//! Safety: with a token, every route asks for it (`Authorization: Bearer <token>`, or the
+//! cookie the login form sets); actions are POSTs that must carry the page's anti-forgery
+//! value and, when the browser sends one, an `Origin` of the same host; `read_only` hides
+//! and refuses them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::{Form, OriginalUri, Path, Query, State as Extract};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+
+use crate::{Error, Result, State, Task, Tiger, When, time::now};
+
+/// The cookie the login form sets.
+const COOKIE: &str = "tiger_dashboard_token";
+
+/// A dashboard, configured with a builder; [`Dashboard::router`] or [`Dashboard::serve`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct Dashboard {
+    token: Option<String>,
+    read_only: bool,
+}
+
+struct Shared {
+    tiger: Tiger,
+    token: Option<String>,
+    read_only: bool,
+    /// The anti-forgery value every form carries: random per process.
+    csrf: String,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+type App = Arc<Shared>;
+
+impl Dashboard {
+    /// A dashboard with no token and actions allowed.
+    pub fn new() -> Dashboard {
+        Dashboard::default()
+    }
+
+    /// Requires `token` for everything.
+    pub fn token(mut self, token: impl Into<String>) -> Dashboard {
+        self.token = Some(token.into()).filter(|t: &String| !t.is_empty());
+        self
+    }
+
+    /// Shows no actions and refuses them.
+    pub fn read_only(mut self, read_only: bool) -> Dashboard {
+        self.read_only = read_only;
+        self
+    }
+
+    /// The routes, to serve or to mount under a path of an application's own.
+    pub fn router(self, tiger: Tiger) -> axum::Router {
+        let shared = Arc::new(Shared {
+            tiger,
+            token: self.token,
+            read_only: self.read_only,
+            csrf: crate::TaskId::random().as_str().to_owned(),
+            metrics: crate::metrics::install().ok(),
+        });
+        axum::Router::new()
+            .route("/", get(overview))
+            .route("/api/stats", get(stats_json))
+            .route("/queue/{queue}/{state}", get(queue_page))
+            .route("/task/{id}", get(task_page))
+            .route("/task/{id}/{action}", post(act))
+            .route("/metrics", get(metrics))
+            .route("/login", get(login_page).post(login))
+            .with_state(shared)
+    }
+
+    /// Serves the dashboard on `addr` until the process ends.
+    pub async fn serve(self, tiger: Tiger, addr: SocketAddr) -> Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("cannot listen for the dashboard on {addr}"),
+                source,
+            })?;
+        tracing::info!(%addr, "serving the dashboard");
+        axum::serve(listener, self.router(tiger))
+            .await
+            .map_err(|source| Error::Io {
+                context: "the dashboard stopped".to_owned(),
+                source,
+            })
+    }
+}
+
+/// Whether the request carries the token (when one is set).
+fn allowed(app: &Shared, headers: &HeaderMap) -> bool {
+    let Some(token) = &app.token else {
+        return true;
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value);
+    [bearer, cookie]
+        .into_iter()
+        .flatten()
+        .any(|given| given == token)
+}
+
+/// Where the dashboard is mounted (`/tiger` when an application nests it there; empty at
+/// the root), from the path asked for and the path the router saw.
+fn base(original: &OriginalUri, uri: &Uri) -> String {
+    let full = original.path();
+    let base = match full.strip_suffix(uri.path()) {
+        Some(base) => base,
+        // The nested router's own root, asked for without its slash: `/tiger` is `/`.
+        None if uri.path() == "/" => full,
+        None => "",
+    };
+    base.trim_end_matches('/').to_owned()
+}
+
+/// The answer to a request without the token: the login form for a page, 401 otherwise.
+/// The overview's address for the dashboard mounted at `base`.
+fn home(base: &str) -> String {
+    if base.is_empty() {
+        "/".to_owned()
+    } else {
+        base.to_owned()
+    }
+}
+
+fn refused(page: Option<String>) -> Response {
+    match page {
+        Some(base) => Redirect::to(&format!("{base}/login")).into_response(),
+        None => (StatusCode::UNAUTHORIZED, "a token is required\n").into_response(),
+    }
+}
+
+fn page(title: &str, body: Markup) -> Html<String> {
+    page_at("./", title, body)
+}
+
+/// A page whose header links to the overview at `home`.
+fn page_at(home: &str, title: &str, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html {
+                head {
+                    meta charset="utf-8";
+                    title { "tiger — " (title) }
+                    style { (STYLE) }
+                }
+                body {
+                    header { a href=(home) { "tiger" } " · " (title) }
+                    (body)
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}\
+td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}\
+header{margin-bottom:1em;font-weight:bold}form{display:inline;margin-right:.5em}";
+
+async fn overview(
+    Extract(app): Extract<App>,
+    headers: HeaderMap,
+    original: OriginalUri,
+    uri: Uri,
+) -> Response {
+    let base = base(&original, &uri);
+    if !allowed(&app, &headers) {
+        return refused(Some(base));
+    }
+    let stats = match app.tiger.queue_stats().await {
+        Ok(stats) => stats,
+        Err(err) => return unavailable(&err),
+    };
+    page_at(
+        &home(&base),
+        "queues",
+        html! {
+            table id="stats" data-base=(base) {
+                tr { th { "queue" } @for state in State::ALL { th { (state.as_str()) } } }
+                @for (queue, counts) in &stats {
+                    tr {
+                        td { (queue) }
+                        @for state in State::ALL {
+                            td { a href={ (base) "/queue/" (urlencode(queue)) "/" (state.as_str()) } { (counts.get(state)) } }
+                        }
+                    }
+                }
+            }
+            @if stats.is_empty() { p { "No tasks in any queue." } }
+            script { (maud::PreEscaped(REFRESH)) }
+        },
+    )
+    .into_response()
+}
+
+/// Refreshes the overview's counts every two seconds from `/api/stats`.
+const REFRESH: &str = r#"
+setInterval(async () => {
+  const table = document.getElementById("stats");
+  const base = table.dataset.base;
+  const r = await fetch(base + "/api/stats", {credentials: "same-origin"});
+  if (!r.ok) return;
+  const stats = await r.json();
+  const states = ["queued", "active", "scheduled", "error"];
+  while (table.rows.length > 1) table.deleteRow(1);
+  for (const [queue, counts] of Object.entries(stats)) {
+    const row = table.insertRow();
+    row.insertCell().textContent = queue;
+    for (const s of states) {
+      const a = document.createElement("a");
+      a.href = base + "/queue/" + encodeURIComponent(queue) + "/" + s;
+      a.textContent = counts[s];
+      row.insertCell().appendChild(a);
+    }
+  }
+}, 2000);
+"#;
+
+async fn stats_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
+    if !allowed(&app, &headers) {
+        return refused(None);
+    }
+    match app.tiger.queue_stats().await {
+        Ok(stats) => axum::Json(stats).into_response(),
+        Err(err) => unavailable(&err),
+    }
+}
+
+async fn queue_page(
+    Extract(app): Extract<App>,
+    headers: HeaderMap,
+    (original, uri): (OriginalUri, Uri),
+    Path((queue, state)): Path<(String, String)>,
+    Query(paging): Query<HashMap<String, usize>>,
+) -> Response {
+    let home = home(&base(&original, &uri));
+    if !allowed(&app, &headers) {
+        return refused(Some(base(&original, &uri)));
+    }
+    let Ok(state) = state.parse::<State>() else {
+        return (StatusCode::NOT_FOUND, "no such state\n").into_response();
+    };
+    let skip = paging.get("skip").copied().unwrap_or(0);
+    let limit = paging.get("limit").copied().unwrap_or(50).min(1000);
+    let (total, tasks) =
+        match Task::tasks_from_queue(&app.tiger, &queue, state, skip, limit, 0).await {
+            Ok(found) => found,
+            Err(err) => return unavailable(&err),
+        };
+    let now = now();
+    page_at(
+        &home,
+        &format!("{queue} · {state}"),
+        html! {
+            p { (total) " tasks " (state.phrase()) " on " b { (queue) } ", newest first." }
+            table {
+                tr { th { "id" } th { "function" } th { "arguments" } th { "age" } th { "failures" } }
+                @for task in &tasks {
+                    tr {
+                        td { a href={ "../../task/" (urlencode(&task.id)) } { (task.id) } }
+                        td { (task.data.as_ref().map_or("(JSON gone or unreadable)", |d| d.func.as_str())) }
+                        td { (preview(task)) }
+                        td { (age(task.ts, now)) }
+                        td { (task.n_executions) }
+                    }
+                }
+            }
+            p {
+                @if skip > 0 { a href={ "?skip=" (skip.saturating_sub(limit)) "&limit=" (limit) } { "newer" } " " }
+                @if (skip + tasks.len()) < total as usize { a href={ "?skip=" (skip + limit) "&limit=" (limit) } { "older" } }
+            }
+        },
+    )
+    .into_response()
+}
+
+async fn task_page(
+    Extract(app): Extract<App>,
+    headers: HeaderMap,
+    (original, uri): (OriginalUri, Uri),
+    Path(id): Path<String>,
+) -> Response {
+    let home = home(&base(&original, &uri));
+    if !allowed(&app, &headers) {
+        return refused(Some(base(&original, &uri)));
+    }
+    let found = match Task::find(&app.tiger, &id).await {
+        Ok(found) => found,
+        Err(err) => return unavailable(&err),
+    };
+    if found.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            page_at(
+                &home,
+                "not found",
+                html! { p { "No task " (id) " in any queue." } },
+            ),
+        )
+            .into_response();
+    }
+    page_at(
+        &home,
+        &format!("task {id}"),
+        html! {
+            @for task in &found {
+                h2 { (task.queue) " · " (task.state.as_str()) }
+                @if !app.read_only { (actions(&app, task)) }
+                h3 { "JSON" }
+                pre { (task.json.as_deref().unwrap_or("(gone)")) }
+                h3 { (task.n_executions) " failed runs" }
+                @for record in &task.executions {
+                    p {
+                        b { (record.exception_name.as_deref().unwrap_or("?")) }
+                        " at " (record.time_failed.map_or_else(|| "?".to_owned(), crate::admin::timestamp))
+                        @if let Some(host) = &record.host { " on " (host) }
+                    }
+                    pre { (record.traceback.as_deref().or(record.unreadable.as_deref()).unwrap_or("")) }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// The forms of what can be done to `task` in its state.
+fn actions(app: &Shared, task: &Task) -> Markup {
+    let form = |action: &str, label: &str| {
+        html! {
+            form method="post" action={ (urlencode(&task.id)) "/" (action) } {
+                input type="hidden" name="csrf" value=(app.csrf);
+                input type="hidden" name="queue" value=(task.queue);
+                input type="hidden" name="state" value=(task.state.as_str());
+                @if action == "reschedule" { input name="when" placeholder="1h 30m, RFC 3339, now"; }
+                button type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        p {
+            @match task.state {
+                State::Error => { (form("retry", "retry")) (form("delete", "delete")) }
+                State::Scheduled => { (form("cancel", "cancel")) (form("reschedule", "reschedule")) }
+                State::Queued => { (form("cancel", "cancel")) }
+                State::Active => {}
+            }
+        }
+    }
+}
+
+async fn act(
+    Extract(app): Extract<App>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !allowed(&app, &headers) {
+        return refused(None);
+    }
+    if app.read_only {
+        return (StatusCode::FORBIDDEN, "the dashboard is read-only\n").into_response();
+    }
+    if form.get("csrf") != Some(&app.csrf) || !same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: the request did not come from this dashboard's page\n",
+        )
+            .into_response();
+    }
+    let (Some(queue), Some(state)) = (
+        form.get("queue"),
+        form.get("state").and_then(|s| s.parse::<State>().ok()),
+    ) else {
+        return (StatusCode::BAD_REQUEST, "queue and state are required\n").into_response();
+    };
+    // The copy the page showed, else where the task is now on that queue (the action then
+    // says why it does not apply).
+    let found = match Task::find(&app.tiger, &id).await {
+        Ok(found) => found,
+        Err(err) => return failed(&err),
+    };
+    let on_queue = || found.iter().filter(|task| &task.queue == queue);
+    let Some(task) = on_queue()
+        .find(|task| task.state == state)
+        .or_else(|| on_queue().next())
+    else {
+        return failed(&Error::TaskNotFound {
+            id,
+            place: format!("queue `{queue}`"),
+        });
+    };
+    let done = match action.as_str() {
+        "retry" => task.retry(&app.tiger).await,
+        "delete" => task.delete(&app.tiger).await,
+        "cancel" => task.cancel(&app.tiger).await,
+        "reschedule" => match form.get("when").map(|w| crate::admin::parse_when(w)) {
+            Some(Ok(when)) => task.update_scheduled_time(&app.tiger, due(when)).await,
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "when: now, a delay (90s, 1h 30m), an RFC 3339 time or Unix seconds\n",
+                )
+                    .into_response();
+            }
+        },
+        _ => return (StatusCode::NOT_FOUND, "no such action\n").into_response(),
+    };
+    match done {
+        Ok(()) => Redirect::to(&format!("../{}", urlencode(&id))).into_response(),
+        Err(err) => failed(&err),
+    }
+}
+
+/// `when` as a fixed time, so what is stored is what was asked.
+fn due(when: When) -> When {
+    When::At(UNIX_EPOCH + Duration::from_secs_f64(when.timestamp(now()).max(0.0)))
+}
+
+/// False when the browser says the request comes from another site.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            host == Some(origin_host)
+        }
+    }
+}
+
+async fn metrics(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
+    if !allowed(&app, &headers) {
+        return refused(None);
+    }
+    match &app.metrics {
+        Some(handle) => crate::metrics::render(&app.tiger, handle)
+            .await
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "another metrics recorder is installed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn login_page() -> Html<String> {
+    page(
+        "log in",
+        html! {
+            form method="post" action="login" {
+                input type="password" name="token" placeholder="token" autofocus;
+                button type="submit" { "log in" }
+            }
+        },
+    )
+}
+
+async fn login(
+    Extract(app): Extract<App>,
+    (original, uri): (OriginalUri, Uri),
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let home = home(&base(&original, &uri));
+    match (&app.token, form.get("token")) {
+        (Some(token), Some(given)) if given == token => (
+            [(
+                header::SET_COOKIE,
+                format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path={home}"),
+            )],
+            Redirect::to(&home),
+        )
+            .into_response(),
+        (None, _) => Redirect::to(&home).into_response(),
+        _ => (StatusCode::UNAUTHORIZED, login_page().await).into_response(),
+    }
+}
+
+fn unavailable(err: &Error) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response()
+}
+
+fn failed(err: &Error) -> Response {
+    let status = match err {
+        Error::TaskNotFound { .. } => StatusCode::NOT_FOUND,
+        Error::WrongState { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, format!("{err}\n")).into_response()
+}
+
+/// The arguments, shortened for a table cell.
+fn preview(task: &Task) -> String {
+    let Some(data) = &task.data else {
+        return String::new();
+    };
+    let text = serde_json::to_string(&data.args).unwrap_or_default();
+    if text.chars().count() > 80 {
+        let cut: String = text.chars().take(79).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+fn age(ts: f64, now: f64) -> String {
+    let span = Duration::from_secs((now - ts).abs().round() as u64);
+    let text = humantime::format_duration(span).to_string();
+    if ts > now {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+/// `text` safe in a URL path segment.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
