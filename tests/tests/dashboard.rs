@@ -15,8 +15,13 @@ struct Answer {
 
 fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for header in headers {
         request.push_str(header);
         request.push_str("\r\n");
@@ -321,4 +326,88 @@ async fn the_dashboard_subcommand_serves_until_interrupted() {
         .unwrap();
     assert!(kill.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_it_answers_only_to_loopback_names_and_is_never_framed() {
+    let fx = Fixture::new().await;
+    let port = serve(&fx, Dashboard::new()).await;
+    // A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets nothing.
+    let rebound = http(port, "GET", "/", &["Host: evil.example"], "");
+    assert_eq!(rebound.status, 403);
+    assert_eq!(http(port, "GET", "/", &["Host: localhost"], "").status, 200);
+    let page = http(port, "GET", "/", &[], "");
+    let head = page.head.to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny") && head.contains("frame-ancestors 'none'"));
+    // With a token any name may be served.
+    let port = serve(&fx, Dashboard::new().token("t")).await;
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/",
+            &["Host: tiger.internal", "Authorization: Bearer t"],
+            ""
+        )
+        .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_names_link_safely_and_pages_bound_what_they_read() {
+    let fx = Fixture::new().await;
+    let keys = fx.tiger.keys().clone();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(keys.task(".."))
+        .arg(r#"{"id": "..", "func": "m:f"}"#)
+        .ignore();
+    pipe.cmd("ZADD")
+        .arg(keys.queue(State::Error, "."))
+        .arg(1)
+        .arg("..")
+        .ignore();
+    pipe.cmd("SADD")
+        .arg(keys.state_set(State::Error))
+        .arg(".")
+        .ignore();
+    for n in 0..120 {
+        pipe.cmd("RPUSH")
+            .arg(keys.executions(".."))
+            .arg(format!(r#"{{"exception_name": "e{n}"}}"#))
+            .ignore();
+    }
+    pipe.cmd("SET")
+        .arg(keys.executions_count(".."))
+        .arg(120)
+        .ignore();
+    pipe.query_async::<()>(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let port = serve(&fx, Dashboard::new()).await;
+    let overview = http(port, "GET", "/", &[], "");
+    assert!(
+        overview.body.contains("href=\"/queue/%2E/error\""),
+        "{}",
+        overview.body
+    );
+    let listed = http(port, "GET", "/queue/%2E/error?utm=x&limit=0", &[], "");
+    assert_eq!(
+        listed.status, 200,
+        "unknown and empty parameters are ignored"
+    );
+    assert!(
+        listed.body.contains("href=\"../../task/%2E%2E\""),
+        "{}",
+        listed.body
+    );
+    let task = http(port, "GET", "/task/%2E%2E", &[], "");
+    assert!(
+        task.body
+            .contains("120 failed runs (the last 50 kept or shown)"),
+        "{}",
+        task.body
+    );
+    assert!(task.body.contains("e119") && !task.body.contains(">e69<"));
 }

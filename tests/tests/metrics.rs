@@ -121,6 +121,57 @@ async fn the_worker_serves_counts_durations_and_queue_depths() {
 }
 
 #[tokio::test]
+async fn tasks_that_cannot_run_count_and_an_emptied_queue_reads_zero() {
+    let fx = Fixture::new().await;
+    let port = tiger::testing::free_port().unwrap();
+    fx.inject(
+        "metrics-odd",
+        "0123",
+        Some(r#"{"id": "0123", "func": "nowhere:nothing"}"#),
+    )
+    .await;
+    let mut worker = Command::new(WORKER)
+        .args([
+            "-q",
+            "metrics-odd",
+            "--metrics-bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("REDIS_URL", fx.redis.url())
+        .env("TIGER_PREFIX", fx.tiger.keys().prefix())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cannot = ["func=\"(cannot run)\"", "queue=\"metrics-odd\""];
+    let errored = ["queue=\"metrics-odd\"", "state=\"error\""];
+    wait_until(
+        Duration::from_secs(30),
+        "the unknown task to be counted",
+        || {
+            let done = scrape(port).is_some_and(|t| {
+                sample(&t, "tiger_tasks_failed_total", &cannot) == Some(1.0)
+                    && sample(&t, "tiger_queue_tasks", &errored) == Some(1.0)
+            });
+            async move { done }
+        },
+    )
+    .await;
+    let task = tiger::Task::from_id(&fx.tiger, "metrics-odd", tiger::State::Error, "0123")
+        .await
+        .unwrap();
+    task.delete(&fx.tiger).await.unwrap();
+    let text = scrape(port).unwrap();
+    assert_eq!(
+        sample(&text, "tiger_queue_tasks", &errored),
+        Some(0.0),
+        "{text}"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+#[tokio::test]
 async fn an_address_that_cannot_be_bound_stops_the_worker_at_start() {
     let fx = Fixture::new().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -275,11 +275,26 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
         } => {
             let mut dashboard = crate::Dashboard::new().read_only(read_only);
             if let Some(token) = token {
+                // A token set but empty (an unfilled template) must not mean "no token".
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
+                    complain(
+                        "error: the dashboard token must be printable ASCII without spaces or `;` (and not empty)",
+                    );
+                    return Ok(2);
+                }
                 dashboard = dashboard.token(token);
             }
+            let mut terminate = tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            )
+            .map_err(|source| Error::Io {
+                context: "cannot listen for signals".into(),
+                source,
+            })?;
             tokio::select! {
                 served = dashboard.serve(tiger.clone(), bind) => served.map(|()| 0),
                 _ = tokio::signal::ctrl_c() => Ok(0),
+                _ = terminate.recv() => Ok(0),
             }
         }
         Command::Pause {

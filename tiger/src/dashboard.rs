@@ -30,6 +30,9 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::{Error, Result, State, Task, Tiger, When, time::now};
 
+/// How many of a task's execution records its page shows (the last ones).
+const SHOWN_EXECUTIONS: usize = 50;
+
 /// The cookie the login form sets.
 const COOKIE: &str = "tiger_dashboard_token";
 
@@ -58,7 +61,9 @@ impl Dashboard {
         Dashboard::default()
     }
 
-    /// Requires `token` for everything.
+    /// Requires `token` for everything (printable ASCII without spaces or `;`, as a header
+    /// and a cookie carry it). Without a token the dashboard answers only requests addressed
+    /// to `localhost` or a loopback address.
     pub fn token(mut self, token: impl Into<String>) -> Dashboard {
         self.token = Some(token.into()).filter(|t: &String| !t.is_empty());
         self
@@ -108,10 +113,12 @@ impl Dashboard {
     }
 }
 
-/// Whether the request carries the token (when one is set).
+/// Whether the request carries the token (when one is set). Without a token only requests
+/// to a loopback name are answered, so that a page elsewhere cannot reach the dashboard by
+/// pointing its own domain at 127.0.0.1 (DNS rebinding).
 fn allowed(app: &Shared, headers: &HeaderMap) -> bool {
     let Some(token) = &app.token else {
-        return true;
+        return loopback_host(headers);
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -144,6 +151,21 @@ fn base(original: &OriginalUri, uri: &Uri) -> String {
     base.trim_end_matches('/').to_owned()
 }
 
+/// Whether the `Host` the request was sent to is `localhost` or a loopback address.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The answer to a request without the token: the login form for a page, 401 otherwise.
 /// The overview's address for the dashboard mounted at `base`.
 fn home(base: &str) -> String {
@@ -154,20 +176,27 @@ fn home(base: &str) -> String {
     }
 }
 
-fn refused(page: Option<String>) -> Response {
+fn refused(app: &Shared, page: Option<String>) -> Response {
+    if app.token.is_none() {
+        return (
+            StatusCode::FORBIDDEN,
+            "without a token the dashboard answers only to localhost and loopback addresses\n",
+        )
+            .into_response();
+    }
     match page {
         Some(base) => Redirect::to(&format!("{base}/login")).into_response(),
         None => (StatusCode::UNAUTHORIZED, "a token is required\n").into_response(),
     }
 }
 
-fn page(title: &str, body: Markup) -> Html<String> {
+fn page(title: &str, body: Markup) -> Response {
     page_at("./", title, body)
 }
 
-/// A page whose header links to the overview at `home`.
-fn page_at(home: &str, title: &str, body: Markup) -> Html<String> {
-    Html(
+/// A page whose header links to the overview at `home`; no other site may frame it.
+fn page_at(home: &str, title: &str, body: Markup) -> Response {
+    let html = Html(
         html! {
             (DOCTYPE)
             html {
@@ -183,7 +212,15 @@ fn page_at(home: &str, title: &str, body: Markup) -> Html<String> {
             }
         }
         .into_string(),
+    );
+    (
+        [
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+        ],
+        html,
     )
+        .into_response()
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -199,7 +236,7 @@ async fn overview(
 ) -> Response {
     let base = base(&original, &uri);
     if !allowed(&app, &headers) {
-        return refused(Some(base));
+        return refused(&app, Some(base));
     }
     let stats = match app.tiger.queue_stats().await {
         Ok(stats) => stats,
@@ -252,7 +289,7 @@ setInterval(async () => {
 
 async fn stats_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     if !allowed(&app, &headers) {
-        return refused(None);
+        return refused(&app, None);
     }
     match app.tiger.queue_stats().await {
         Ok(stats) => axum::Json(stats).into_response(),
@@ -265,17 +302,18 @@ async fn queue_page(
     headers: HeaderMap,
     (original, uri): (OriginalUri, Uri),
     Path((queue, state)): Path<(String, String)>,
-    Query(paging): Query<HashMap<String, usize>>,
+    Query(paging): Query<HashMap<String, String>>,
 ) -> Response {
     let home = home(&base(&original, &uri));
     if !allowed(&app, &headers) {
-        return refused(Some(base(&original, &uri)));
+        return refused(&app, Some(base(&original, &uri)));
     }
     let Ok(state) = state.parse::<State>() else {
         return (StatusCode::NOT_FOUND, "no such state\n").into_response();
     };
-    let skip = paging.get("skip").copied().unwrap_or(0);
-    let limit = paging.get("limit").copied().unwrap_or(50).min(1000);
+    let number = |name: &str| paging.get(name).and_then(|v| v.parse::<usize>().ok());
+    let skip = number("skip").unwrap_or(0);
+    let limit = number("limit").filter(|n| *n > 0).unwrap_or(50).min(1000);
     let (total, tasks) =
         match Task::tasks_from_queue(&app.tiger, &queue, state, skip, limit, 0).await {
             Ok(found) => found,
@@ -316,9 +354,9 @@ async fn task_page(
 ) -> Response {
     let home = home(&base(&original, &uri));
     if !allowed(&app, &headers) {
-        return refused(Some(base(&original, &uri)));
+        return refused(&app, Some(base(&original, &uri)));
     }
-    let found = match Task::find(&app.tiger, &id).await {
+    let found = match Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS)).await {
         Ok(found) => found,
         Err(err) => return unavailable(&err),
     };
@@ -342,7 +380,10 @@ async fn task_page(
                 @if !app.read_only { (actions(&app, task)) }
                 h3 { "JSON" }
                 pre { (task.json.as_deref().unwrap_or("(gone)")) }
-                h3 { (task.n_executions) " failed runs" }
+                h3 {
+                    (task.n_executions) " failed runs"
+                    @if (task.executions.len() as u64) < task.n_executions { " (the last " (task.executions.len()) " kept or shown)" }
+                }
                 @for record in &task.executions {
                     p {
                         b { (record.exception_name.as_deref().unwrap_or("?")) }
@@ -389,7 +430,7 @@ async fn act(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if !allowed(&app, &headers) {
-        return refused(None);
+        return refused(&app, None);
     }
     if app.read_only {
         return (StatusCode::FORBIDDEN, "the dashboard is read-only\n").into_response();
@@ -409,7 +450,7 @@ async fn act(
     };
     // The copy the page showed, else where the task is now on that queue (the action then
     // says why it does not apply).
-    let found = match Task::find(&app.tiger, &id).await {
+    let found = match Task::find_loading(&app.tiger, &id, Some(0)).await {
         Ok(found) => found,
         Err(err) => return failed(&err),
     };
@@ -464,12 +505,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 async fn metrics(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     if !allowed(&app, &headers) {
-        return refused(None);
+        return refused(&app, None);
     }
     match &app.metrics {
-        Some(handle) => crate::metrics::render(&app.tiger, handle)
-            .await
-            .into_response(),
+        Some(handle) => crate::metrics::respond(&app.tiger, handle).await,
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "another metrics recorder is installed\n",
@@ -478,7 +517,7 @@ async fn metrics(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn login_page() -> Html<String> {
+async fn login_page() -> Response {
     page(
         "log in",
         html! {
@@ -551,9 +590,8 @@ fn age(ts: f64, now: f64) -> String {
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            // `.` too is escaped: a segment `.` or `..` would be resolved away by the browser.
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -11,11 +11,16 @@
 //! | `tiger_tasks_retried_total` | counter | `func`, `queue` (failed runs that will run again) |
 //! | `tiger_task_duration_seconds` | histogram | `func`, `queue` |
 //! | `tiger_worker_tasks_in_flight` | gauge | |
-//! | `tiger_queue_tasks` | gauge | `queue`, `state` (read from Redis at each scrape) |
+//! | `tiger_queue_tasks` | gauge | `queue`, `state` (read from Redis at each scrape; a queue that emptied reads 0) |
+//!
+//! A task that cannot run at all (no function of its name here, arguments that do not fit)
+//! counts as started and failed under `func="(cannot run)"`. When Redis does not answer, a
+//! scrape fails (503) rather than serve stale depths.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -33,6 +38,13 @@ const QUEUE_TASKS: &str = "tiger_queue_tasks";
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
 ];
+
+/// The `func` label of tasks that cannot run.
+pub(crate) const CANNOT_RUN: &str = "(cannot run)";
+
+/// The queues whose depths were reported, so that one that empties reads 0, not its last
+/// depth.
+static REPORTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Set once a recorder is installed: until then recording costs nothing (no label strings).
 static ON: AtomicBool = AtomicBool::new(false);
@@ -93,20 +105,39 @@ pub fn install() -> Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// The Prometheus text of everything recorded, with the queue depths read from Redis now.
-pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> String {
-    match tiger.queue_stats().await {
-        Ok(stats) => {
-            for (queue, counts) in stats {
-                for state in State::ALL {
-                    metrics::gauge!(QUEUE_TASKS, "queue" => queue.clone(), "state" => state.as_str())
-                        .set(counts.get(state) as f64);
-                }
-            }
+/// The Prometheus text of everything recorded, with the queue depths read from Redis now;
+/// fails when Redis cannot say them.
+pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> Result<String> {
+    let stats = tiger.queue_stats().await?;
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    for queue in reported.iter().filter(|q| !stats.contains_key(*q)) {
+        for state in State::ALL {
+            metrics::gauge!(QUEUE_TASKS, "queue" => queue.clone(), "state" => state.as_str())
+                .set(0.0);
         }
-        Err(err) => tracing::warn!(%err, "metrics: cannot read the queue sizes"),
     }
-    handle.render()
+    for (queue, counts) in &stats {
+        for state in State::ALL {
+            metrics::gauge!(QUEUE_TASKS, "queue" => queue.clone(), "state" => state.as_str())
+                .set(counts.get(state) as f64);
+        }
+        reported.insert(queue.clone());
+    }
+    drop(reported);
+    Ok(handle.render())
+}
+
+/// `GET /metrics`: the text, or 503 with the reason when Redis does not answer.
+pub(crate) async fn respond(tiger: &Tiger, handle: &PrometheusHandle) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match render(tiger, handle).await {
+        Ok(text) => text.into_response(),
+        Err(err) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{err}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Serves `GET /metrics` on `addr` until the process ends. Fails at once when the address
@@ -123,7 +154,7 @@ pub async fn serve(tiger: Tiger, addr: SocketAddr) -> Result<()> {
         "/metrics",
         axum::routing::get(move || {
             let (tiger, handle) = (tiger.clone(), handle.clone());
-            async move { render(&tiger, &handle).await }
+            async move { respond(&tiger, &handle).await }
         }),
     );
     tracing::info!(%addr, "serving metrics at /metrics");

@@ -451,6 +451,8 @@ impl Job {
             error = failure.summary(),
             "task cannot run; moved to the error state"
         );
+        crate::metrics::started(crate::metrics::CANNOT_RUN, &self.queue);
+        crate::metrics::ended(crate::metrics::CANNOT_RUN, &self.queue, false, 0.0);
         let times = RunTimes {
             started: self.started,
             failed: now(),
