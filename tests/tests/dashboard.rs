@@ -216,6 +216,14 @@ async fn a_token_guards_everything_and_read_only_refuses_actions() {
         200
     );
     assert_eq!(http(port, "POST", "/login", &[], "token=nope").status, 401);
+    let foreign = http(
+        port,
+        "POST",
+        "/login",
+        &["Origin: http://evil.example"],
+        "token=s3cret",
+    );
+    assert_eq!(foreign.status, 403, "a login posted from another site");
     assert_eq!(
         http(
             port,
@@ -410,4 +418,19 @@ async fn odd_names_link_safely_and_pages_bound_what_they_read() {
         task.body
     );
     assert!(task.body.contains("e119") && !task.body.contains(">e69<"));
+}
+
+#[tokio::test]
+async fn an_empty_or_unusable_token_is_refused_at_start() {
+    let fx = Fixture::new().await;
+    for token in ["", "a b", "a;b", "pässwörd"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tiger-test-worker"))
+            .args(["dashboard", "--bind", "127.0.0.1:0"])
+            .env("REDIS_URL", fx.redis.url())
+            .env("TIGER_DASHBOARD_TOKEN", token)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "token {token:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("dashboard token must be"));
+    }
 }
