@@ -15,7 +15,9 @@ use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use serde_json::json;
 
 use crate::{
-    Error, Result, State, StateCounts, Task, Tiger, When, cli::parse_seconds, queue_matches,
+    Error, Result, State, StateCounts, Task, Tiger, When,
+    cli::{non_empty, parse_seconds},
+    queue_matches,
     time::now,
 };
 
@@ -862,10 +864,6 @@ fn clean(text: &str) -> String {
         .collect()
 }
 
-fn non_empty(names: Vec<String>) -> Vec<String> {
-    names.into_iter().filter(|name| !name.is_empty()).collect()
-}
-
 fn table(headings: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_style(NOTHING).set_header(headings.to_vec());
@@ -877,7 +875,7 @@ fn table(headings: &[&str]) -> Table {
     table
 }
 
-fn call_text(data: &crate::TaskData) -> String {
+pub(crate) fn call_text(data: &crate::TaskData) -> String {
     let args = serde_json::to_string(&data.args).unwrap_or_default();
     if data.kwargs.is_empty() {
         args
@@ -890,7 +888,7 @@ fn call_text(data: &crate::TaskData) -> String {
 }
 
 /// At most 60 characters of `text`.
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     const MAX: usize = 60;
     if text.chars().count() <= MAX {
         return text.to_owned();
@@ -910,7 +908,7 @@ pub(crate) fn timestamp(ts: f64) -> String {
 }
 
 /// `ts` against `now`: `3m 12s ago`, `in 5m`.
-fn relative(ts: f64, now: f64) -> String {
+pub(crate) fn relative(ts: f64, now: f64) -> String {
     let span = Duration::from_secs((ts - now).abs().round() as u64);
     let text = humantime::format_duration(span).to_string();
     if ts > now + 0.5 {

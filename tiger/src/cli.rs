@@ -204,7 +204,7 @@ async fn connect_patiently(
     }
 }
 
-fn non_empty(names: Vec<String>) -> Vec<String> {
+pub(crate) fn non_empty(names: Vec<String>) -> Vec<String> {
     names.into_iter().filter(|name| !name.is_empty()).collect()
 }
 

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Form, OriginalUri, Path, Query, State as Extract};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -28,7 +27,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::{Error, Result, State, Task, Tiger, When, time::now};
+use crate::{Error, Result, State, Task, Tiger, time::now};
 
 /// How many of a task's execution records its page shows (the last ones).
 const SHOWN_EXECUTIONS: usize = 50;
@@ -338,8 +337,8 @@ async fn queue_page(
                     tr {
                         td { a href={ "../../task/" (urlencode(&task.id)) } { (task.id) } }
                         td { (task.data.as_ref().map_or("(JSON gone or unreadable)", |d| d.func.as_str())) }
-                        td { (preview(task)) }
-                        td { (age(task.ts, now)) }
+                        td { (task.data.as_ref().map_or_else(String::new, |d| crate::admin::preview(&crate::admin::call_text(d)))) }
+                        td { (crate::admin::relative(task.ts, now)) }
                         td { (task.n_executions) }
                     }
                 }
@@ -476,7 +475,7 @@ async fn act(
         "delete" => task.delete(&app.tiger).await,
         "cancel" => task.cancel(&app.tiger).await,
         "reschedule" => match form.get("when").map(|w| crate::admin::parse_when(w)) {
-            Some(Ok(when)) => task.update_scheduled_time(&app.tiger, due(when)).await,
+            Some(Ok(when)) => task.update_scheduled_time(&app.tiger, when).await,
             _ => {
                 return (
                     StatusCode::BAD_REQUEST,
@@ -491,11 +490,6 @@ async fn act(
         Ok(()) => Redirect::to(&format!("../{}", urlencode(&id))).into_response(),
         Err(err) => failed(&err),
     }
-}
-
-/// `when` as a fixed time, so what is stored is what was asked.
-fn due(when: When) -> When {
-    When::At(UNIX_EPOCH + Duration::from_secs_f64(when.timestamp(now()).max(0.0)))
 }
 
 /// False when the browser says the request comes from another site.
@@ -575,30 +569,6 @@ fn failed(err: &Error) -> Response {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, format!("{err}\n")).into_response()
-}
-
-/// The arguments, shortened for a table cell.
-fn preview(task: &Task) -> String {
-    let Some(data) = &task.data else {
-        return String::new();
-    };
-    let text = serde_json::to_string(&data.args).unwrap_or_default();
-    if text.chars().count() > 80 {
-        let cut: String = text.chars().take(79).collect();
-        format!("{cut}…")
-    } else {
-        text
-    }
-}
-
-fn age(ts: f64, now: f64) -> String {
-    let span = Duration::from_secs((now - ts).abs().round() as u64);
-    let text = humantime::format_duration(span).to_string();
-    if ts > now {
-        format!("in {text}")
-    } else {
-        format!("{text} ago")
-    }
 }
 
 /// `text` safe in a URL path segment.

@@ -193,12 +193,8 @@ pub struct StateCounts {
 impl StateCounts {
     /// The count for `state`.
     pub fn get(&self, state: State) -> u64 {
-        match state {
-            State::Queued => self.queued,
-            State::Active => self.active,
-            State::Scheduled => self.scheduled,
-            State::Error => self.error,
-        }
+        let mut counts = *self;
+        *counts.slot(state)
     }
 
     fn slot(&mut self, state: State) -> &mut u64 {
