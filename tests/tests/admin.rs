@@ -211,6 +211,8 @@ async fn show_prints_the_task_and_its_tracebacks() {
         serde_json::from_str(&expect(&fx, &["show", &failed, "--json"], 0)).unwrap();
     assert_eq!(json[0]["state"], "error");
     assert_eq!(json[0]["data"]["args"][1], 4321);
+    let bounded = expect(&fx, &["show", &failed, "--executions", "0"], 0);
+    assert!(bounded.contains("failed runs: 1 (0 shown)"), "{bounded}");
 
     let missing = admin(&fx, &["show", "0123"], "");
     assert_eq!(missing.status.code(), Some(tiger::EXIT_NOT_FOUND));

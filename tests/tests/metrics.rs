@@ -9,6 +9,18 @@ use tiger_tests::*;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tiger-test-worker");
 
+/// The worker program on `queue` of the fixture's Redis, serving metrics on `port`.
+fn metrics_worker(fx: &Fixture, queue: &str, port: u16) -> std::process::Child {
+    Command::new(WORKER)
+        .args(["-q", queue, "--metrics-bind", &format!("127.0.0.1:{port}")])
+        .env("REDIS_URL", fx.redis.url())
+        .env("TIGER_PREFIX", fx.tiger.keys().prefix())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// `GET /metrics` from `port`, or `None` while nothing answers there yet.
 fn scrape(port: u16) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -53,19 +65,7 @@ async fn the_worker_serves_counts_durations_and_queue_depths() {
         .on(&fx.tiger)
         .await
         .unwrap();
-    let mut worker = Command::new(WORKER)
-        .args([
-            "-q",
-            "metrics-q",
-            "--metrics-bind",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("REDIS_URL", fx.redis.url())
-        .env("TIGER_PREFIX", fx.tiger.keys().prefix())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = metrics_worker(&fx, "metrics-q", port);
     let note = ["func=\"tiger_tests:note\"", "queue=\"metrics-q\""];
     let charge = ["func=\"tiger_tests:charge\"", "queue=\"metrics-q\""];
     let mut text = String::new();
@@ -130,19 +130,7 @@ async fn tasks_that_cannot_run_count_and_an_emptied_queue_reads_zero() {
         Some(r#"{"id": "0123", "func": "nowhere:nothing"}"#),
     )
     .await;
-    let mut worker = Command::new(WORKER)
-        .args([
-            "-q",
-            "metrics-odd",
-            "--metrics-bind",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("REDIS_URL", fx.redis.url())
-        .env("TIGER_PREFIX", fx.tiger.keys().prefix())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = metrics_worker(&fx, "metrics-odd", port);
     let cannot = ["func=\"(cannot run)\"", "queue=\"metrics-odd\""];
     let errored = ["queue=\"metrics-odd\"", "state=\"error\""];
     wait_until(
