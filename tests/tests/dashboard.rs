@@ -185,9 +185,16 @@ async fn a_token_guards_everything_and_read_only_refuses_actions() {
         "{}",
         page.head
     );
-    for path in ["/api/stats", "/metrics"] {
-        assert_eq!(http(port, "GET", path, &[], "").status, 401);
+    for path in [
+        "/api/stats",
+        "/api/minutes",
+        "/api/workers",
+        "/chart.svg",
+        "/metrics",
+    ] {
+        assert_eq!(http(port, "GET", path, &[], "").status, 401, "{path}");
     }
+    assert_eq!(http(port, "GET", "/workers", &[], "").status, 303);
     assert_eq!(
         http(port, "GET", "/", &["Authorization: Bearer wrong"], "").status,
         303
@@ -275,9 +282,13 @@ async fn the_router_mounts_under_an_applications_own_path() {
     let listed = http(port, "GET", "/ops/tiger/queue/dash/error", &[bearer], "");
     assert!(listed.body.contains(&format!("href=\"../../task/{id}\"")));
     assert!(
-        listed.body.contains("<a href=\"/ops/tiger\">tiger</a>"),
-        "the header links home"
+        listed.body.contains("<a href=\"/ops/tiger\">tiger</a>")
+            && listed
+                .body
+                .contains("<a href=\"/ops/tiger/workers\">workers</a>"),
+        "the header links home and to the workers"
     );
+    assert!(overview.body.contains("src=\"/ops/tiger/chart.svg\""));
     // Without the token, a page sends the browser to the mounted login form.
     let refused = http(port, "GET", "/ops/tiger/queue/dash/error", &[], "");
     assert!(
@@ -433,4 +444,180 @@ async fn an_empty_or_unusable_token_is_refused_at_start() {
         assert_eq!(output.status.code(), Some(2), "token {token:?}");
         assert!(String::from_utf8_lossy(&output.stderr).contains("dashboard token must be"));
     }
+}
+
+/// Sums the dashboard's per-minute counts of the last hour: processed, failed.
+fn last_hour(port: u16) -> (u64, u64) {
+    let minutes: Vec<serde_json::Value> =
+        serde_json::from_str(&http(port, "GET", "/api/minutes", &[], "").body).unwrap();
+    assert_eq!(minutes.len(), 60);
+    minutes.iter().fold((0, 0), |(p, f), m| {
+        (
+            p + m["processed"].as_u64().unwrap(),
+            f + m["failed"].as_u64().unwrap(),
+        )
+    })
+}
+
+fn workers(port: u16) -> Vec<serde_json::Value> {
+    serde_json::from_str(&http(port, "GET", "/api/workers", &[], "").body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_and_the_chart_show_live_workers_and_what_they_ran() {
+    let fx = Fixture::new().await;
+    let port = serve(&fx, Dashboard::new()).await;
+    assert_eq!(last_hour(port), (0, 0));
+    assert!(workers(port).is_empty());
+
+    let held = token();
+    let worker = spawn_worker(
+        tiger::Worker::new(fx.tiger.clone())
+            .queues(["dash", "hold"])
+            .exclude_queues(["dash.quiet"]),
+    );
+    for n in 0..3 {
+        note::delay(token(), format!("{n}"))
+            .queue("dash")
+            .on(&fx.tiger)
+            .await
+            .unwrap();
+    }
+    charge::delay(token(), 9)
+        .queue("dash")
+        .on(&fx.tiger)
+        .await
+        .unwrap();
+    let holding = hold::delay(held.clone()).on(&fx.tiger).await.unwrap();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "four runs counted and the held task listed",
+        || async {
+            last_hour(port) == (4, 1)
+                && workers(port)
+                    .first()
+                    .is_some_and(|w| w["in_flight_count"] == 1)
+        },
+    )
+    .await;
+    let entry = &workers(port)[0];
+    assert_eq!(entry["queues"], serde_json::json!(["dash", "hold"]));
+    assert_eq!(entry["exclude_queues"], serde_json::json!(["dash.quiet"]));
+    assert_eq!(entry["in_flight"][0]["id"], holding.as_str());
+    assert_eq!(
+        (entry["processed"].as_u64(), entry["failed"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(entry["pid"], std::process::id());
+
+    let page = http(port, "GET", "/workers", &[], "");
+    assert_eq!(page.status, 200);
+    let id = entry["id"].as_str().unwrap();
+    assert!(page.body.contains(id), "{}", page.body);
+    assert!(page.body.contains("dash, hold") && page.body.contains("1 of 10"));
+    assert!(
+        page.body
+            .contains(&format!("href=\"/task/{holding}\">hold · {holding}</a>")),
+        "{}",
+        page.body
+    );
+    let overview = http(port, "GET", "/", &[], "");
+    assert!(
+        overview
+            .body
+            .contains("<span id=\"workers\">1</span> workers alive")
+    );
+
+    let chart = http(port, "GET", "/chart.svg", &[], "");
+    assert_eq!(chart.status, 200);
+    assert!(
+        chart
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: image/svg+xml")
+    );
+    assert!(
+        chart.body.starts_with("<svg") && chart.body.contains("last hour: 4 processed, 1 failed"),
+        "{}",
+        chart.body
+    );
+    // A well-formed picture: every element closed, one failed bar drawn beside the others.
+    assert_eq!(
+        chart.body.matches("<rect").count(),
+        chart.body.matches("</rect>").count()
+    );
+    assert!(chart.body.contains("fill=\"#d9534f\""));
+
+    release(&held);
+    worker.stop().await;
+    assert!(
+        workers(port).is_empty(),
+        "a worker that stops leaves the registry"
+    );
+    assert_eq!(
+        last_hour(port),
+        (5, 1),
+        "the last run is counted as the worker stops"
+    );
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_vanishes_drops_out_of_the_registry() {
+    let fx = Fixture::new().await;
+    // An entry that was not renewed: its key expired, its id stays in the zset a while.
+    let keys = fx.tiger.keys();
+    let mut connection = fx.tiger.connection();
+    let stale = unix_now() - 3600.0;
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(keys.workers())
+        .arg(stale)
+        .arg("gone:1:x")
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.workers())
+        .arg(unix_now())
+        .arg("expired:2:y")
+        .ignore()
+        .cmd("SET")
+        .arg(keys.worker("garbled:3:z"))
+        .arg("{not json")
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.workers())
+        .arg(unix_now())
+        .arg("garbled:3:z")
+        .ignore()
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(fx.tiger.workers().await.unwrap().is_empty());
+    let port = serve(&fx, Dashboard::new()).await;
+    let page = http(port, "GET", "/workers", &[], "");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("0 workers reported"), "{}", page.body);
+    // A live worker prunes ids whose reports stopped.
+    let worker = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["dash"]));
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the worker to report",
+        || async { workers(port).len() == 1 },
+    )
+    .await;
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.workers())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!ids.contains(&"gone:1:x".to_owned()), "{ids:?}");
+    worker.stop().await;
 }

@@ -86,6 +86,10 @@ impl Dashboard {
         axum::Router::new()
             .route("/", get(overview))
             .route("/api/stats", get(stats_json))
+            .route("/api/minutes", get(minutes_json))
+            .route("/api/workers", get(workers_json))
+            .route("/chart.svg", get(chart))
+            .route("/workers", get(workers_page))
             .route("/queue/{queue}/{state}", get(queue_page))
             .route("/task/{id}", get(task_page))
             .route("/task/{id}/{action}", post(act))
@@ -196,12 +200,9 @@ fn refused(app: &Shared, page: Option<String>) -> Response {
     }
 }
 
-fn page(title: &str, body: Markup) -> Response {
-    page_at("./", title, body)
-}
-
-/// A page whose header links to the overview at `home`; no other site may frame it.
-fn page_at(home: &str, title: &str, body: Markup) -> Response {
+/// A page of the dashboard mounted at `base`, its header linking to the overview and the
+/// workers; no other site may frame it.
+fn page_at(base: &str, title: &str, body: Markup) -> Response {
     let html = Html(
         html! {
             (DOCTYPE)
@@ -212,7 +213,10 @@ fn page_at(home: &str, title: &str, body: Markup) -> Response {
                     style { (STYLE) }
                 }
                 body {
-                    header { a href=(home) { "tiger" } " · " (title) }
+                    header {
+                        a href=(home(base)) { "tiger" } " · "
+                        a href={ (base) "/workers" } { "workers" } " · " (title)
+                    }
                     (body)
                 }
             }
@@ -244,12 +248,12 @@ async fn overview(
     if !allowed(&app, &headers) {
         return refused(&app, Some(base));
     }
-    let stats = match app.tiger.queue_stats().await {
-        Ok(stats) => stats,
+    let (stats, workers) = match tokio::try_join!(app.tiger.queue_stats(), app.tiger.workers()) {
+        Ok(read) => read,
         Err(err) => return unavailable(&err),
     };
     page_at(
-        &home(&base),
+        &base,
         "queues",
         html! {
             table id="stats" data-base=(base) {
@@ -264,17 +268,24 @@ async fn overview(
                 }
             }
             @if stats.is_empty() { p { "No tasks in any queue." } }
+            p { a href={ (base) "/workers" } { span id="workers" { (workers.len()) } " workers alive" } }
+            img id="chart" src={ (base) "/chart.svg" } width=(CHART_WIDTH) height=(CHART_HEIGHT)
+                alt="tasks processed and failed per minute over the last hour";
             script { (maud::PreEscaped(REFRESH)) }
         },
     )
     .into_response()
 }
 
-/// Refreshes the overview's counts every two seconds from `/api/stats`.
+/// Refreshes the overview every two seconds: the counts from `/api/stats`, the number of
+/// workers from `/api/workers`, the chart.
 const REFRESH: &str = r#"
 setInterval(async () => {
   const table = document.getElementById("stats");
   const base = table.dataset.base;
+  document.getElementById("chart").src = base + "/chart.svg?at=" + Date.now();
+  const w = await fetch(base + "/api/workers", {credentials: "same-origin"});
+  if (w.ok) document.getElementById("workers").textContent = (await w.json()).length;
   const r = await fetch(base + "/api/stats", {credentials: "same-origin"});
   if (!r.ok) return;
   const stats = await r.json();
@@ -293,14 +304,147 @@ setInterval(async () => {
 }, 2000);
 "#;
 
+/// `read` as JSON, to a request with the token.
+async fn json<T: serde::Serialize>(
+    app: &Shared,
+    headers: &HeaderMap,
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Response {
+    if !allowed(app, headers) {
+        return refused(app, None);
+    }
+    match read.await {
+        Ok(found) => axum::Json(found).into_response(),
+        Err(err) => unavailable(&err),
+    }
+}
+
 async fn stats_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
+    json(&app, &headers, app.tiger.queue_stats()).await
+}
+
+async fn minutes_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
+    json(&app, &headers, app.tiger.minutes(CHART_MINUTES)).await
+}
+
+async fn workers_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
+    json(&app, &headers, app.tiger.workers()).await
+}
+
+/// How many minutes the chart covers, and its size in pixels.
+const CHART_MINUTES: usize = 60;
+const CHART_WIDTH: usize = 600;
+const CHART_HEIGHT: usize = 150;
+
+/// The chart of the last hour as SVG: a bar per minute, processed runs in blue with the
+/// failed part in red, totals above.
+async fn chart(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     if !allowed(&app, &headers) {
         return refused(&app, None);
     }
-    match app.tiger.queue_stats().await {
-        Ok(stats) => axum::Json(stats).into_response(),
-        Err(err) => unavailable(&err),
+    let minutes = match app.tiger.minutes(CHART_MINUTES).await {
+        Ok(minutes) => minutes,
+        Err(err) => return unavailable(&err),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        chart_svg(&minutes),
+    )
+        .into_response()
+}
+
+fn chart_svg(minutes: &[crate::Minute]) -> String {
+    let (top, bottom) = (24, 16);
+    let plot = (CHART_HEIGHT - top - bottom) as f64;
+    let most = minutes
+        .iter()
+        .map(|m| m.processed)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let step = CHART_WIDTH as f64 / minutes.len().max(1) as f64;
+    let bar = |i: usize, count: u64| {
+        let height = plot * count as f64 / most as f64;
+        let y = top as f64 + plot - height;
+        (i as f64 * step, y, height)
+    };
+    let processed: u64 = minutes.iter().map(|m| m.processed).sum();
+    let failed: u64 = minutes.iter().map(|m| m.failed).sum();
+    let font = "font: 12px system-ui, sans-serif";
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" width=(CHART_WIDTH) height=(CHART_HEIGHT)
+            viewBox={ "0 0 " (CHART_WIDTH) " " (CHART_HEIGHT) } {
+            rect width="100%" height="100%" fill="#fafafa" {}
+            text x="2" y="14" style=(font) fill="#222" {
+                "last hour: " (processed) " processed, " (failed) " failed"
+            }
+            text x=(CHART_WIDTH - 2) y="14" text-anchor="end" style=(font) fill="#666" {
+                "peak " (most) "/min"
+            }
+            @for (i, minute) in minutes.iter().enumerate() {
+                @let (x, y, height) = bar(i, minute.processed);
+                rect x=(x) y=(y) width=(step - 1.0) height=(height) fill="#7aa6c8" {}
+                @let (x, y, height) = bar(i, minute.failed);
+                rect x=(x) y=(y) width=(step - 1.0) height=(height) fill="#d9534f" {}
+            }
+            text x="2" y=(CHART_HEIGHT - 3) style=(font) fill="#666" { (minutes.len()) " min ago" }
+            text x=(CHART_WIDTH - 2) y=(CHART_HEIGHT - 3) text-anchor="end" style=(font) fill="#666" { "now" }
+        }
     }
+    .into_string()
+}
+
+async fn workers_page(
+    Extract(app): Extract<App>,
+    headers: HeaderMap,
+    (original, uri): (OriginalUri, Uri),
+) -> Response {
+    let base = base(&original, &uri);
+    if !allowed(&app, &headers) {
+        return refused(&app, Some(base));
+    }
+    let workers = match app.tiger.workers().await {
+        Ok(workers) => workers,
+        Err(err) => return unavailable(&err),
+    };
+    let now = now();
+    let all = |queues: &[String]| {
+        if queues.is_empty() {
+            "all".to_owned()
+        } else {
+            queues.join(", ")
+        }
+    };
+    page_at(
+        &base,
+        "workers",
+        html! {
+            p { (workers.len()) " workers reported in the last " (humantime::format_duration(app.tiger.config().active_task_update_timeout)) "." }
+            table id="workers" {
+                tr { th { "worker" } th { "queues" } th { "excluded" } th { "in flight" } th { "processed" } th { "failed" } th { "started" } th { "last heartbeat" } }
+                @for worker in &workers {
+                    tr {
+                        td { (worker.id) }
+                        td { (all(&worker.queues)) }
+                        td { (worker.exclude_queues.join(", ")) }
+                        td {
+                            (worker.in_flight_count) " of " (worker.concurrency)
+                            @for task in &worker.in_flight {
+                                br; a href={ (base) "/task/" (urlencode(&task.id)) } { (task.queue) " · " (task.id) }
+                            }
+                        }
+                        td { (worker.processed) }
+                        td { (worker.failed) }
+                        td { (crate::admin::relative(worker.started, now)) }
+                        td { (crate::admin::relative(worker.heartbeat, now)) }
+                    }
+                }
+            }
+        },
+    )
 }
 
 async fn queue_page(
@@ -310,9 +454,9 @@ async fn queue_page(
     Path((queue, state)): Path<(String, String)>,
     Query(paging): Query<HashMap<String, String>>,
 ) -> Response {
-    let home = home(&base(&original, &uri));
+    let base = base(&original, &uri);
     if !allowed(&app, &headers) {
-        return refused(&app, Some(base(&original, &uri)));
+        return refused(&app, Some(base));
     }
     let Ok(state) = state.parse::<State>() else {
         return (StatusCode::NOT_FOUND, "no such state\n").into_response();
@@ -327,7 +471,7 @@ async fn queue_page(
         };
     let now = now();
     page_at(
-        &home,
+        &base,
         &format!("{queue} · {state}"),
         html! {
             p { (total) " tasks " (state.phrase()) " on " b { (queue) } ", newest first." }
@@ -358,9 +502,9 @@ async fn task_page(
     (original, uri): (OriginalUri, Uri),
     Path(id): Path<String>,
 ) -> Response {
-    let home = home(&base(&original, &uri));
+    let base = base(&original, &uri);
     if !allowed(&app, &headers) {
-        return refused(&app, Some(base(&original, &uri)));
+        return refused(&app, Some(base));
     }
     let found = match Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS)).await {
         Ok(found) => found,
@@ -370,7 +514,7 @@ async fn task_page(
         return (
             StatusCode::NOT_FOUND,
             page_at(
-                &home,
+                &base,
                 "not found",
                 html! { p { "No task " (id) " in any queue." } },
             ),
@@ -378,7 +522,7 @@ async fn task_page(
             .into_response();
     }
     page_at(
-        &home,
+        &base,
         &format!("task {id}"),
         html! {
             @for task in &found {
@@ -518,8 +662,13 @@ async fn metrics(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn login_page() -> Response {
-    page(
+async fn login_page(original: OriginalUri, uri: Uri) -> Response {
+    login_form(&base(&original, &uri))
+}
+
+fn login_form(base: &str) -> Response {
+    page_at(
+        base,
         "log in",
         html! {
             form method="post" action="login" {
@@ -536,7 +685,8 @@ async fn login(
     (original, uri): (OriginalUri, Uri),
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let home = home(&base(&original, &uri));
+    let base = base(&original, &uri);
+    let home = home(&base);
     if !same_origin(&headers) {
         return (
             StatusCode::FORBIDDEN,
@@ -554,7 +704,7 @@ async fn login(
         )
             .into_response(),
         (None, _) => Redirect::to(&home).into_response(),
-        _ => (StatusCode::UNAUTHORIZED, login_page().await).into_response(),
+        _ => (StatusCode::UNAUTHORIZED, login_form(&base)).into_response(),
     }
 }
 

@@ -11,6 +11,15 @@
 //! | `t:task:<id>:executions_count` | string | number of failed executions |
 //! | `t:activity` | pub/sub channel | a queue name, each time a task becomes queued |
 //!
+//! tiger adds keys of its own under `t:tiger:`, which TaskTiger never reads (see
+//! [`presence`](crate::presence)):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `t:tiger:workers` | zset | ids of workers that reported lately; the score is the last report |
+//! | `t:tiger:worker:<id>` | string | that worker's JSON ([`WorkerInfo`](crate::presence::WorkerInfo)); expires unless renewed |
+//! | `t:tiger:minute:<unix minute>` | hash | `processed` and `failed` runs that ended in that minute; expires after two hours |
+//!
 //! `t` is [`Config::redis_prefix`](crate::Config::redis_prefix). Nothing is escaped, as in
 //! TaskTiger, so queue names should not contain `:`.
 
@@ -158,6 +167,22 @@ impl Keys {
         format!("{}:lockv2:queue_expired_tasks", self.prefix)
     }
 
+    /// `t:tiger:workers`: the ids of live workers, scored by their last report.
+    pub fn workers(&self) -> String {
+        format!("{}:tiger:workers", self.prefix)
+    }
+
+    /// `t:tiger:worker:<id>`: a live worker's JSON.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}:tiger:worker:{}", self.prefix, id)
+    }
+
+    /// `t:tiger:minute:<minute>`: the runs that ended in the minute starting at Unix second
+    /// `minute`.
+    pub fn minute(&self, minute: i64) -> String {
+        format!("{}:tiger:minute:{}", self.prefix, minute)
+    }
+
     /// `t:activity`: the channel a queue name is published on when a task is queued.
     pub fn activity(&self) -> String {
         format!("{}:activity", self.prefix)
@@ -177,5 +202,7 @@ mod tests {
         assert_eq!(keys.executions("ab"), "t:task:ab:executions");
         assert_eq!(keys.executions_count("ab"), "t:task:ab:executions_count");
         assert_eq!(keys.activity(), "t:activity");
+        assert_eq!(keys.minute(120), "t:tiger:minute:120");
+        assert_eq!(keys.worker("w"), "t:tiger:worker:w");
     }
 }

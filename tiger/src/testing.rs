@@ -271,8 +271,9 @@ impl TestRedis {
     }
 
     /// Every key under `tiger`'s prefix, for asserting that nothing stray is left. Locks
-    /// (`<prefix>:lockv2:*`) that expire on their own are left out: the sweeps' rate limits
-    /// outlive a worker by design. A lock without a time to live is listed, as a leak.
+    /// (`<prefix>:lockv2:*`) and per-minute counters (`<prefix>:tiger:minute:*`) that
+    /// expire on their own are left out: the sweeps' rate limits and the dashboard's counts
+    /// outlive a worker by design. Such a key without a time to live is listed, as a leak.
     pub async fn keys(&self, tiger: &Tiger) -> Result<BTreeSet<String>> {
         let pattern = format!("{}:*", tiger.keys().prefix());
         let mut conn = tiger.connection();
@@ -288,8 +289,9 @@ impl TestRedis {
                 .query_async(&mut conn)
                 .await?;
             let locks = format!("{}:lockv2:", tiger.keys().prefix());
+            let minutes = format!("{}:tiger:minute:", tiger.keys().prefix());
             for key in batch {
-                if key.starts_with(&locks) {
+                if key.starts_with(&locks) || key.starts_with(&minutes) {
                     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
                     if ttl > 0 || ttl == -2 {
                         continue;

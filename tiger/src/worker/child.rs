@@ -458,6 +458,8 @@ fn serve(runtime: &tokio::runtime::Runtime, config: &Config, request: Request) -
                     failures: task.failures,
                     lease: Lease::new(task.started),
                     finisher: finisher.clone(),
+                    // The parent counts the run when it records the outcome.
+                    counter: Default::default(),
                 };
                 (job, plan)
             })

@@ -25,6 +25,11 @@ use crate::{
 static HOST: LazyLock<String> =
     LazyLock::new(|| gethostname::gethostname().to_string_lossy().into_owned());
 
+/// The host name, as execution records and the worker registry give it.
+pub(crate) fn host() -> &'static str {
+    &HOST
+}
+
 /// One failed execution, as TaskTiger stores it in `t:task:<id>:executions`.
 #[derive(Debug, Serialize)]
 struct ExecutionRecord<'a> {

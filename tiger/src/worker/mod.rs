@@ -30,6 +30,7 @@ use crate::{
     Error, Result, Tiger,
     client::{self, retrying},
     keys::State,
+    presence::Presence,
     scripts,
     task::registry::Registry,
     time::now,
@@ -50,6 +51,7 @@ mod sweep;
 
 pub use child::{CHILD_DIED, KILL_GRACE, serve_executor_child};
 pub use execute::{INVALID_ARGUMENTS, MALFORMED_TASK, PANIC, UNKNOWN_TASK};
+pub(crate) use finish::host;
 pub use queues::queue_matches;
 
 use lease::Lease;
@@ -329,6 +331,10 @@ impl Worker {
             prefix = self.tiger.keys().prefix(),
             "worker ready"
         );
+        let mut presence = Presence::new(&filter.only, &filter.exclude, self.concurrency);
+        if let Err(err) = presence.report(&self.tiger, &[], false).await {
+            tracing::warn!(%err, "cannot enter this worker in the registry of live workers");
+        }
         let activity = Activity::start(self.tiger.clone(), filter.clone());
         let finisher = finish::Finisher::spawn(self.tiger.clone());
         let mut state = Loop {
@@ -347,6 +353,7 @@ impl Worker {
             executor: self.executor,
             holder_prefix: format!("{}:", crate::TaskId::random()),
             finisher,
+            presence,
         };
         let signals = Signals {
             shutdown: self.shutdown,
@@ -354,6 +361,15 @@ impl Worker {
             exit_after: self.exit_after,
         };
         let stopped = state.run(self.once, signals).await;
+        let leave = state.presence.report(&state.tiger, &[], true);
+        if !matches!(
+            tokio::time::timeout(HEARTBEAT_WAIT, leave).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(
+                "cannot take this worker out of the registry of live workers; its entry expires by itself"
+            );
+        }
         if self.executor == Executor::Process {
             child::remove_private_dir();
         }
@@ -422,6 +438,8 @@ struct Loop {
     /// per worker, then `:` and the group's first task id.
     holder_prefix: String,
     finisher: finish::Finisher,
+    /// Its entry in the registry of live workers, and its counts of ended runs.
+    presence: Presence,
 }
 
 impl Loop {
@@ -439,6 +457,9 @@ impl Loop {
         let mut heartbeat = tokio::time::interval(config.active_task_update_timer);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset();
+        let mut report = tokio::time::interval(config.active_task_update_timer);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        report.reset();
         let mut sweep = tokio::time::interval(config.select_timeout.max(Duration::from_millis(10)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Once stopping: why. A signal (and only a signal) starts the grace period; once it
@@ -534,6 +555,15 @@ impl Loop {
                     let limit = config.active_task_update_timer.min(HEARTBEAT_WAIT);
                     if tokio::time::timeout(limit, self.heartbeat()).await.is_err() {
                         tracing::warn!(?limit, "heartbeat took too long; gave up on it");
+                    }
+                }
+                _ = report.tick() => {
+                    let in_flight: Vec<(&str, &str)> = self.running.values().flat_map(|running| {
+                        running.leases.iter().map(|(id, _)| (running.queue.as_str(), id.as_str()))
+                    }).collect();
+                    let sent = self.presence.report(&self.tiger, &in_flight, false);
+                    if !matches!(tokio::time::timeout(HEARTBEAT_WAIT, sent).await, Ok(Ok(()))) {
+                        tracing::warn!("cannot renew this worker's entry in the registry of live workers");
                     }
                 }
                 () = self.activity.notified(), if running && has_room => {}
@@ -750,6 +780,7 @@ impl Loop {
                 failures,
                 lease,
                 finisher: self.finisher.clone(),
+                counter: self.presence.counter(),
             };
             let prepared = body
                 .as_deref()

@@ -43,6 +43,8 @@ pub(crate) struct Job {
     pub(crate) lease: Lease,
     /// Writes the success of the worker's tasks, many at a time.
     pub(crate) finisher: finish::Finisher,
+    /// Counts the run's end for the dashboard.
+    pub(crate) counter: crate::presence::Counter,
 }
 
 /// Why the worker stops a group in flight.
@@ -354,6 +356,7 @@ impl Job {
     async fn settle(self, outcome: &Outcome, plan: Plan, ended: f64, interrupted: bool) {
         match outcome {
             Ok(()) => {
+                self.counter.ended(false);
                 let written = self
                     .finisher
                     .succeed(&self.tiger, self.finished(plan.unique))
@@ -390,6 +393,7 @@ impl Job {
         plan: Plan,
         ended: f64,
     ) {
+        self.counter.ended(true);
         let times = RunTimes {
             started: self.started,
             failed: ended,
@@ -453,6 +457,7 @@ impl Job {
         );
         crate::metrics::started(crate::metrics::CANNOT_RUN, &self.queue);
         crate::metrics::ended(crate::metrics::CANNOT_RUN, &self.queue, false, 0.0);
+        self.counter.ended(true);
         let times = RunTimes {
             started: self.started,
             failed: now(),
