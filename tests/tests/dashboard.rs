@@ -525,7 +525,7 @@ async fn the_workers_page_and_the_chart_show_live_workers_and_what_they_ran() {
     assert!(
         overview
             .body
-            .contains("<span id=\"workers\">1</span> workers alive")
+            .contains("<span id=\"workers\">1 worker</span> alive")
     );
 
     let chart = http(port, "GET", "/chart.svg", &[], "");

@@ -920,7 +920,7 @@ pub(crate) fn relative(ts: f64, now: f64) -> String {
     }
 }
 
-fn plural(n: u64, word: &str) -> String {
+pub(crate) fn plural(n: u64, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
     } else {

@@ -235,7 +235,7 @@ fn page_at(base: &str, title: &str, body: Markup) -> Response {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}\
-td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}\
+td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto;white-space:pre-wrap;word-break:break-all}\
 header{margin-bottom:1em;font-weight:bold}form{display:inline;margin-right:.5em}";
 
 async fn overview(
@@ -268,7 +268,7 @@ async fn overview(
                 }
             }
             @if stats.is_empty() { p { "No tasks in any queue." } }
-            p { a href={ (base) "/workers" } { span id="workers" { (workers.len()) } " workers alive" } }
+            p { a href={ (base) "/workers" } { span id="workers" { (crate::admin::plural(workers.len() as u64, "worker")) } " alive" } }
             img id="chart" src={ (base) "/chart.svg" } width=(CHART_WIDTH) height=(CHART_HEIGHT)
                 alt="tasks processed and failed per minute over the last hour";
             script { (maud::PreEscaped(REFRESH)) }
@@ -285,7 +285,10 @@ setInterval(async () => {
   const base = table.dataset.base;
   document.getElementById("chart").src = base + "/chart.svg?at=" + Date.now();
   const w = await fetch(base + "/api/workers", {credentials: "same-origin"});
-  if (w.ok) document.getElementById("workers").textContent = (await w.json()).length;
+  if (w.ok) {
+    const n = (await w.json()).length;
+    document.getElementById("workers").textContent = n + (n === 1 ? " worker" : " workers");
+  }
   const r = await fetch(base + "/api/stats", {credentials: "same-origin"});
   if (!r.ok) return;
   const stats = await r.json();
@@ -422,7 +425,7 @@ async fn workers_page(
         &base,
         "workers",
         html! {
-            p { (workers.len()) " workers reported in the last " (humantime::format_duration(app.tiger.config().active_task_update_timeout)) "." }
+            p { (crate::admin::plural(workers.len() as u64, "worker")) " reported in the last " (humantime::format_duration(app.tiger.config().active_task_update_timeout)) "." }
             table id="workers" {
                 tr { th { "worker" } th { "queues" } th { "excluded" } th { "in flight" } th { "processed" } th { "failed" } th { "started" } th { "last heartbeat" } }
                 @for worker in &workers {
@@ -529,9 +532,9 @@ async fn task_page(
                 h2 { (task.queue) " · " (task.state.as_str()) }
                 @if !app.read_only { (actions(&app, task)) }
                 h3 { "JSON" }
-                pre { (task.json.as_deref().unwrap_or("(gone)")) }
+                pre { (task.json.as_deref().map_or_else(|| "(gone)".to_owned(), pretty)) }
                 h3 {
-                    (task.n_executions) " failed runs"
+                    (crate::admin::plural(task.n_executions, "failed run"))
                     @if (task.executions.len() as u64) < task.n_executions { " (the last " (task.executions.len()) " kept or shown)" }
                 }
                 @for record in &task.executions {
@@ -719,6 +722,13 @@ fn failed(err: &Error) -> Response {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, format!("{err}\n")).into_response()
+}
+
+/// Stored JSON indented for reading; as stored when it does not parse.
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .unwrap_or_else(|_| json.to_owned())
 }
 
 /// `text` safe in a URL path segment.

@@ -517,6 +517,8 @@ enum Shape<'a> {
     Executions(&'a [u8]),
     ExecutionsCount(&'a [u8]),
     Lock,
+    /// One of tiger's own keys for the dashboard (see `presence`), of this Redis type.
+    Presence(&'static str),
     Unknown,
 }
 
@@ -536,6 +538,17 @@ fn shape(name: &[u8]) -> Shape<'_> {
     }
     if name.starts_with(b"lockv2:") || name.starts_with(b"qslock:") {
         return Shape::Lock;
+    }
+    if let Some(rest) = name.strip_prefix(b"tiger:") {
+        if rest == b"workers" {
+            return Shape::Presence("zset");
+        }
+        if rest.starts_with(b"worker:") {
+            return Shape::Presence("string");
+        }
+        if rest.starts_with(b"minute:") {
+            return Shape::Presence("hash");
+        }
     }
     if let Some(rest) = name.strip_prefix(b"task:") {
         if let Some(id) = rest.strip_suffix(b":executions_count") {
@@ -755,6 +768,11 @@ impl Snapshot {
                 (Shape::Queue(..), value) => out.push(wrong_type(name, value, "zset")),
                 (Shape::Executions(_), value) => out.push(wrong_type(name, value, "list")),
                 (Shape::Lock, _) => {}
+                (Shape::Presence(kind), value) => {
+                    if value.type_name() != kind {
+                        out.push(wrong_type(name, value, kind));
+                    }
+                }
                 (Shape::Unknown, value) => out.push(format!(
                     "`{}` ({}) is not a key of tiger's layout",
                     self.key(name),
