@@ -16,7 +16,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `t:tiger:workers` | zset | ids of workers that reported lately; the score is the last report |
+//! | `t:tiger:workers` | zset | ids of workers that reported lately; the score is the last report; expires once none reports |
 //! | `t:tiger:worker:<id>` | string | that worker's JSON ([`WorkerInfo`](crate::presence::WorkerInfo)); expires unless renewed |
 //! | `t:tiger:minute:<unix minute>` | hash | `processed` and `failed` runs that ended in that minute; expires after two hours |
 //!

@@ -322,6 +322,11 @@ impl Presence {
                 .arg(now)
                 .arg(id)
                 .ignore();
+            // The set goes too once no worker reports.
+            pipe.cmd("PEXPIRE")
+                .arg(keys.workers())
+                .arg(ttl.as_millis().max(1) as u64)
+                .ignore();
             // Entries of workers that stopped reporting.
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(keys.workers())

@@ -271,9 +271,10 @@ impl TestRedis {
     }
 
     /// Every key under `tiger`'s prefix, for asserting that nothing stray is left. Locks
-    /// (`<prefix>:lockv2:*`) and per-minute counters (`<prefix>:tiger:minute:*`) that
-    /// expire on their own are left out: the sweeps' rate limits and the dashboard's counts
-    /// outlive a worker by design. Such a key without a time to live is listed, as a leak.
+    /// (`<prefix>:lockv2:*`) and the dashboard's keys (`<prefix>:tiger:*`: live workers,
+    /// per-minute counts) that expire on their own are left out: the sweeps' rate limits
+    /// and the counts outlive a worker by design, and a running worker keeps its entry.
+    /// Such a key without a time to live is listed, as a leak.
     pub async fn keys(&self, tiger: &Tiger) -> Result<BTreeSet<String>> {
         let pattern = format!("{}:*", tiger.keys().prefix());
         let mut conn = tiger.connection();
@@ -289,9 +290,9 @@ impl TestRedis {
                 .query_async(&mut conn)
                 .await?;
             let locks = format!("{}:lockv2:", tiger.keys().prefix());
-            let minutes = format!("{}:tiger:minute:", tiger.keys().prefix());
+            let presence = format!("{}:tiger:", tiger.keys().prefix());
             for key in batch {
-                if key.starts_with(&locks) || key.starts_with(&minutes) {
+                if key.starts_with(&locks) || key.starts_with(&presence) {
                     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
                     if ttl > 0 || ttl == -2 {
                         continue;
