@@ -621,3 +621,60 @@ async fn a_worker_that_vanishes_drops_out_of_the_registry() {
     assert!(!ids.contains(&"gone:1:x".to_owned()), "{ids:?}");
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_the_dashboards_keys_costs_only_what_it_spoils() {
+    let fx = Fixture::new().await;
+    let keys = fx.tiger.keys();
+    let this_minute = (unix_now() as i64) / 60 * 60;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(keys.workers())
+        .arg("not a zset")
+        .ignore()
+        .cmd("HSET")
+        .arg(keys.minute(this_minute - 60))
+        .arg("processed")
+        .arg("many")
+        .ignore()
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
+    let port = serve(&fx, Dashboard::new()).await;
+    // A worker whose registry entry Redis refuses still runs its tasks, and counts each
+    // run once however many reports go out.
+    let label = token();
+    let worker = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["dash"]));
+    for (n, text) in ["first", "second"].into_iter().enumerate() {
+        note::delay(label.clone(), text.into())
+            .queue("dash")
+            .on(&fx.tiger)
+            .await
+            .unwrap();
+        wait_until(
+            std::time::Duration::from_secs(10),
+            "the run to be counted",
+            || async { last_hour(port).0 == n as u64 + 1 },
+        )
+        .await;
+    }
+    worker.stop().await;
+    assert_eq!(take::<String>(&label), ["first", "second"]);
+    let overview = http(port, "GET", "/", &[], "");
+    assert_eq!(overview.status, 200, "the counts are still shown");
+    assert!(
+        overview.body.contains("? workers</span> alive"),
+        "{}",
+        overview.body
+    );
+    let chart = http(port, "GET", "/chart.svg", &[], "");
+    assert_eq!(chart.status, 200);
+    let summary = chart.body.split("</text>").next().unwrap_or_default();
+    assert!(
+        summary.ends_with("last hour: 2 processed, 0 failed"),
+        "each run once, and a minute whose counts are not numbers reads 0: {summary}"
+    );
+    let workers = http(port, "GET", "/workers", &[], "");
+    assert_eq!(workers.status, 503);
+    assert!(workers.body.contains("WRONGTYPE"), "{}", workers.body);
+}

@@ -248,9 +248,18 @@ async fn overview(
     if !allowed(&app, &headers) {
         return refused(&app, Some(base));
     }
-    let (stats, workers) = match tokio::try_join!(app.tiger.queue_stats(), app.tiger.workers()) {
-        Ok(read) => read,
+    let (stats, workers) = tokio::join!(app.tiger.queue_stats(), app.tiger.workers());
+    let stats = match stats {
+        Ok(stats) => stats,
         Err(err) => return unavailable(&err),
+    };
+    // The counts matter more than the registry: a registry that cannot be read is said so.
+    let workers = match workers {
+        Ok(workers) => crate::admin::plural(workers.len() as u64, "worker"),
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the registry of live workers");
+            "? workers".to_owned()
+        }
     };
     page_at(
         &base,
@@ -268,7 +277,7 @@ async fn overview(
                 }
             }
             @if stats.is_empty() { p { "No tasks in any queue." } }
-            p { a href={ (base) "/workers" } { span id="workers" { (crate::admin::plural(workers.len() as u64, "worker")) } " alive" } }
+            p { a href={ (base) "/workers" } { span id="workers" { (workers) } " alive" } }
             img id="chart" src={ (base) "/chart.svg" } width=(CHART_WIDTH) height=(CHART_HEIGHT)
                 alt="tasks processed and failed per minute over the last hour";
             script { (maud::PreEscaped(REFRESH)) }

@@ -14,7 +14,8 @@
 //!
 //! The counts are approximate. A report that fails is sent again with the next one, so one
 //! that Redis applied but whose answer was lost counts twice; a worker that is killed loses
-//! what it counted since its last report. A task that cannot run (unknown function, bad
+//! what it counted since its last report; a minute whose key holds something else is not
+//! counted, and reads 0. A task that cannot run (unknown function, bad
 //! arguments) counts as processed and failed; a task handed back before it started does not
 //! count.
 
@@ -139,15 +140,17 @@ impl Tiger {
                 .arg("processed")
                 .arg("failed");
         }
-        let counts: Vec<(Option<u64>, Option<u64>)> =
+        let counts: Vec<(Option<String>, Option<String>)> =
             pipe.query_async(&mut self.connection()).await?;
+        // A count that is not a number (not one tiger wrote) reads as 0.
+        let number = |count: Option<String>| count.and_then(|c| c.parse().ok()).unwrap_or(0);
         Ok(starts
             .into_iter()
             .zip(counts)
             .map(|(start, (processed, failed))| Minute {
                 start,
-                processed: processed.unwrap_or(0),
-                failed: failed.unwrap_or(0),
+                processed: number(processed),
+                failed: number(failed),
             })
             .collect())
     }
@@ -269,7 +272,10 @@ impl Presence {
         let (unsent, processed, failed) = self.counter.take();
         let now = now();
         let ttl = tiger.config().active_task_update_timeout;
+        // Each command answers for itself: a key that holds something else spoils only its
+        // own command.
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         let unsent = Sending {
             counter: &self.counter,
             counts: Some(unsent),
@@ -279,24 +285,18 @@ impl Presence {
             pipe.cmd("HINCRBY")
                 .arg(&key)
                 .arg("processed")
-                .arg(processed)
-                .ignore();
+                .arg(processed);
             if failed > 0 {
-                pipe.cmd("HINCRBY")
-                    .arg(&key)
-                    .arg("failed")
-                    .arg(failed)
-                    .ignore();
+                pipe.cmd("HINCRBY").arg(&key).arg("failed").arg(failed);
             }
             pipe.cmd("EXPIREAT")
                 .arg(&key)
-                .arg(minute + 60 + MINUTE_TTL_SECS)
-                .ignore();
+                .arg(minute + 60 + MINUTE_TTL_SECS);
         }
         let id = &self.info.id;
         if leaving {
-            pipe.cmd("DEL").arg(keys.worker(id)).ignore();
-            pipe.cmd("ZREM").arg(keys.workers()).arg(id).ignore();
+            pipe.cmd("DEL").arg(keys.worker(id));
+            pipe.cmd("ZREM").arg(keys.workers()).arg(id);
         } else {
             self.info.in_flight = in_flight
                 .iter()
@@ -315,28 +315,26 @@ impl Presence {
                 .arg(keys.worker(id))
                 .arg(entry)
                 .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
-                .ignore();
-            pipe.cmd("ZADD")
-                .arg(keys.workers())
-                .arg(now)
-                .arg(id)
-                .ignore();
+                .arg(ttl.as_millis().max(1) as u64);
+            pipe.cmd("ZADD").arg(keys.workers()).arg(now).arg(id);
             // The set goes too once no worker reports.
             pipe.cmd("PEXPIRE")
                 .arg(keys.workers())
-                .arg(ttl.as_millis().max(1) as u64)
-                .ignore();
+                .arg(ttl.as_millis().max(1) as u64);
             // Entries of workers that stopped reporting.
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(keys.workers())
                 .arg("-inf")
-                .arg(now - ttl.as_secs_f64())
-                .ignore();
+                .arg(now - ttl.as_secs_f64());
         }
-        pipe.query_async::<()>(&mut tiger.connection()).await?;
+        let replies: Vec<redis::RedisResult<redis::Value>> =
+            pipe.query_async(&mut tiger.connection()).await?;
+        // Redis took the counts; a minute whose key it refused is not counted again.
         unsent.sent();
-        Ok(())
+        match replies.into_iter().find_map(|reply| reply.err()) {
+            Some(err) => Err(err.into()),
+            None => Ok(()),
+        }
     }
 }
 
