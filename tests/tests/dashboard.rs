@@ -117,6 +117,13 @@ async fn pages_show_the_queues_and_escape_what_tasks_hold() {
     let task = http(port, "GET", &format!("/task/{id}"), &[], "");
     assert!(task.body.contains("ChargeError") && task.body.contains("card declined for 7 cents"));
     assert!(task.body.contains("action=\"") && task.body.contains(">retry</button>"));
+    assert!(
+        task.body
+            .contains("<tr><th>function</th><td>tiger_tests:charge</td></tr>")
+            && task.body.contains("<tr><th>time_last_queued</th><td>20"),
+        "the options, the function and the times as dates: {}",
+        task.body
+    );
     assert_eq!(http(port, "GET", "/task/nope", &[], "").status, 404);
     assert_eq!(http(port, "GET", "/queue/dash/stuck", &[], "").status, 404);
 

@@ -540,6 +540,15 @@ async fn task_page(
             @for task in &found {
                 h2 { (task.queue) " · " (task.state.as_str()) }
                 @if !app.read_only { (actions(&app, task)) }
+                @if let Some(data) = &task.data {
+                    table {
+                        tr { th { "function" } td { (data.func) } }
+                        tr { th { "arguments" } td { (crate::admin::preview(&crate::admin::call_text(data))) } }
+                        @for (option, value) in options(task.json.as_deref()) {
+                            tr { th { (option) } td { (value) } }
+                        }
+                    }
+                }
                 h3 { "JSON" }
                 pre { (task.json.as_deref().map_or_else(|| "(gone)".to_owned(), pretty)) }
                 h3 {
@@ -731,6 +740,29 @@ fn failed(err: &Error) -> Response {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, format!("{err}\n")).into_response()
+}
+
+/// The fields of a task's JSON besides its id, function and arguments (its options, and
+/// the times TaskTiger keeps), each as compact JSON; times as dates.
+fn options(json: Option<&str>) -> Vec<(String, String)> {
+    let Some(serde_json::Value::Object(fields)) = json.and_then(|j| serde_json::from_str(j).ok())
+    else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "id" | "func" | "args" | "kwargs"))
+        .map(|(name, value)| {
+            let text = match (&value, name.as_str()) {
+                (serde_json::Value::Number(n), "time_last_queued" | "scheduled_at") => n
+                    .as_f64()
+                    .map_or_else(|| value.to_string(), crate::admin::timestamp),
+                (serde_json::Value::String(text), _) => text.clone(),
+                _ => value.to_string(),
+            };
+            (name, text)
+        })
+        .collect()
 }
 
 /// Stored JSON indented for reading; as stored when it does not parse.
