@@ -129,6 +129,9 @@ async fn run() -> tiger::Result<()> {
         println!(
             "look closer: cargo run --example quickstart -- stats (or list emails error, show <id>, retry <id>)"
         );
+        println!(
+            "or in a browser: cargo run --example quickstart -- dashboard, then open http://127.0.0.1:8080"
+        );
     }
     Ok(())
 }

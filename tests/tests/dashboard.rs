@@ -184,7 +184,7 @@ async fn actions_need_the_pages_value_and_a_same_site_origin() {
 async fn a_token_guards_everything_and_read_only_refuses_actions() {
     let fx = Fixture::new().await;
     let id = failed_task(&fx, "a").await;
-    let port = serve(&fx, Dashboard::new().token("s3cret")).await;
+    let port = serve(&fx, Dashboard::new().token("s3cret").unwrap()).await;
     let page = http(port, "GET", "/", &[], "");
     assert_eq!(page.status, 303);
     assert!(
@@ -270,7 +270,10 @@ async fn the_router_mounts_under_an_applications_own_path() {
     let id = failed_task(&fx, "a").await;
     let app = axum::Router::new().nest(
         "/ops/tiger",
-        Dashboard::new().token("t").router(fx.tiger.clone()),
+        Dashboard::new()
+            .token("t")
+            .unwrap()
+            .router(fx.tiger.clone()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -289,7 +292,7 @@ async fn the_router_mounts_under_an_applications_own_path() {
     let listed = http(port, "GET", "/ops/tiger/queue/dash/error", &[bearer], "");
     assert!(listed.body.contains(&format!("href=\"../../task/{id}\"")));
     assert!(
-        listed.body.contains("<a href=\"/ops/tiger\">tiger</a>")
+        listed.body.contains("<a href=\"/ops/tiger\">queues</a>")
             && listed
                 .body
                 .contains("<a href=\"/ops/tiger/workers\">workers</a>"),
@@ -366,7 +369,7 @@ async fn without_a_token_it_answers_only_to_loopback_names_and_is_never_framed()
     let head = page.head.to_ascii_lowercase();
     assert!(head.contains("x-frame-options: deny") && head.contains("frame-ancestors 'none'"));
     // With a token any name may be served.
-    let port = serve(&fx, Dashboard::new().token("t")).await;
+    let port = serve(&fx, Dashboard::new().token("t").unwrap()).await;
     assert_eq!(
         http(
             port,
@@ -450,6 +453,11 @@ async fn an_empty_or_unusable_token_is_refused_at_start() {
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "token {token:?}");
         assert!(String::from_utf8_lossy(&output.stderr).contains("dashboard token must be"));
+        // The same from code: a blank setting is an error, not an open dashboard.
+        assert!(
+            matches!(Dashboard::new().token(token), Err(tiger::Error::Config(_))),
+            "token {token:?}"
+        );
     }
 }
 

@@ -277,14 +277,13 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
         } => {
             let mut dashboard = crate::Dashboard::new().read_only(read_only);
             if let Some(token) = token {
-                // A token set but empty (an unfilled template) must not mean "no token".
-                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
-                    complain(
-                        "error: the dashboard token must be printable ASCII without spaces or `;` (and not empty)",
-                    );
-                    return Ok(2);
-                }
-                dashboard = dashboard.token(token);
+                dashboard = match dashboard.token(token) {
+                    Ok(dashboard) => dashboard,
+                    Err(err) => {
+                        complain(&format!("error: {err}"));
+                        return Ok(2);
+                    }
+                };
             }
             let mut terminate = tokio::signal::unix::signal(
                 tokio::signal::unix::SignalKind::terminate(),

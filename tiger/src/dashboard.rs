@@ -6,9 +6,10 @@
 //! ```no_run
 //! # async fn demo(tiger: tiger::Tiger) -> tiger::Result<()> {
 //! // As its own server (what `dashboard --bind` runs):
-//! tiger::Dashboard::new().token("s3cret").serve(tiger.clone(), "127.0.0.1:8080".parse().unwrap()).await?;
+//! tiger::Dashboard::new().token("s3cret")?.serve(tiger.clone(), "127.0.0.1:8080".parse().unwrap()).await?;
 //! // Or mounted in an application's own axum app:
-//! let app: axum::Router = axum::Router::new().nest("/tiger", tiger::Dashboard::new().router(tiger));
+//! let token = std::env::var("OPS_TOKEN").unwrap_or_default();
+//! let app: axum::Router = axum::Router::new().nest("/tiger", tiger::Dashboard::new().token(token)?.router(tiger));
 //! # Ok(()) }
 //! ```
 //!
@@ -60,12 +61,20 @@ impl Dashboard {
         Dashboard::default()
     }
 
-    /// Requires `token` for everything (printable ASCII without spaces or `;`, as a header
-    /// and a cookie carry it). Without a token the dashboard answers only requests addressed
-    /// to `localhost` or a loopback address.
-    pub fn token(mut self, token: impl Into<String>) -> Dashboard {
-        self.token = Some(token.into()).filter(|t: &String| !t.is_empty());
-        self
+    /// Requires `token` for everything. It must be printable ASCII without spaces or `;`
+    /// (a header and a cookie carry it) and not empty: a token read from a setting left
+    /// blank must not mean "no token", so that is an [`Error::Config`]. Without a token the
+    /// dashboard answers only requests addressed to `localhost` or a loopback address.
+    pub fn token(mut self, token: impl Into<String>) -> Result<Dashboard> {
+        let token = token.into();
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
+            return Err(Error::Config(
+                "the dashboard token must be printable ASCII without spaces or `;` (and not empty)"
+                    .into(),
+            ));
+        }
+        self.token = Some(token);
+        Ok(self)
     }
 
     /// Shows no actions and refuses them.
@@ -214,9 +223,10 @@ fn page_at(base: &str, title: &str, body: Markup) -> Response {
                 }
                 body {
                     header {
-                        a href=(home(base)) { "tiger" } " · "
-                        a href={ (base) "/workers" } { "workers" } " · " (title)
+                        "tiger: " a href=(home(base)) { "queues" } " · "
+                        a href={ (base) "/workers" } { "workers" }
                     }
+                    h1 { (title) }
                     (body)
                 }
             }
@@ -236,7 +246,7 @@ fn page_at(base: &str, title: &str, body: Markup) -> Response {
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}\
 td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto;white-space:pre-wrap;word-break:break-all}\
-header{margin-bottom:1em;font-weight:bold}form{display:inline;margin-right:.5em}";
+header{margin-bottom:.5em;font-weight:bold}h1{font-size:1.3em}form{display:inline;margin-right:.5em}";
 
 async fn overview(
     Extract(app): Extract<App>,
@@ -486,7 +496,7 @@ async fn queue_page(
         &base,
         &format!("{queue} · {state}"),
         html! {
-            p { (total) " tasks " (state.phrase()) " on " b { (queue) } ", newest first." }
+            p { (crate::admin::plural(total, "task")) " " (state.phrase()) " on " b { (queue) } ", newest first." }
             table {
                 tr { th { "id" } th { "function" } th { "arguments" } th { "age" } th { "failures" } }
                 @for task in &tasks {
