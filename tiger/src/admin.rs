@@ -293,7 +293,13 @@ async fn dispatch(command: Command, tiger: &Tiger) -> Result<i32> {
                 source,
             })?;
             tokio::select! {
-                served = dashboard.serve(tiger.clone(), bind) => served.map(|()| 0),
+                served = dashboard.serve(tiger.clone(), bind) => match served {
+                    Err(Error::Config(why)) => {
+                        complain(&format!("error: {why}"));
+                        Ok(2)
+                    }
+                    served => served.map(|()| 0),
+                },
                 _ = tokio::signal::ctrl_c() => Ok(0),
                 _ = terminate.recv() => Ok(0),
             }

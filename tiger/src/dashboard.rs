@@ -107,8 +107,14 @@ impl Dashboard {
             .with_state(shared)
     }
 
-    /// Serves the dashboard on `addr` until the process ends.
+    /// Serves the dashboard on `addr` until the process ends. An address other than
+    /// loopback needs a token: without one, anyone who can reach it could act on the tasks.
     pub async fn serve(self, tiger: Tiger, addr: SocketAddr) -> Result<()> {
+        if self.token.is_none() && !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "the dashboard would listen on {addr} without a token: give it one (--token or TIGER_DASHBOARD_TOKEN), or bind a loopback address"
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Io {
@@ -135,7 +141,9 @@ fn allowed(app: &Shared, headers: &HeaderMap) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -393,8 +401,11 @@ fn chart_svg(minutes: &[crate::Minute]) -> String {
         let y = top as f64 + plot - height;
         (i as f64 * step, y, height)
     };
-    let processed: u64 = minutes.iter().map(|m| m.processed).sum();
-    let failed: u64 = minutes.iter().map(|m| m.failed).sum();
+    // Saturating: counts come from Redis, where anything may have been written.
+    let total = |count: fn(&crate::Minute) -> u64| {
+        minutes.iter().map(count).fold(0u64, u64::saturating_add)
+    };
+    let (processed, failed) = (total(|m| m.processed), total(|m| m.failed));
     let font = "font: 12px system-ui, sans-serif";
     html! {
         svg xmlns="http://www.w3.org/2000/svg" width=(CHART_WIDTH) height=(CHART_HEIGHT)
@@ -409,7 +420,7 @@ fn chart_svg(minutes: &[crate::Minute]) -> String {
             @for (i, minute) in minutes.iter().enumerate() {
                 @let (x, y, height) = bar(i, minute.processed);
                 rect x=(x) y=(y) width=(step - 1.0) height=(height) fill="#7aa6c8" {}
-                @let (x, y, height) = bar(i, minute.failed);
+                @let (x, y, height) = bar(i, minute.failed.min(minute.processed));
                 rect x=(x) y=(y) width=(step - 1.0) height=(height) fill="#d9534f" {}
             }
             text x="2" y=(CHART_HEIGHT - 3) style=(font) fill="#666" { (minutes.len()) " min ago" }

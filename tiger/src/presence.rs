@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -227,6 +228,8 @@ impl Drop for Sending<'_> {
 pub(crate) struct Presence {
     info: WorkerInfo,
     counter: Counter,
+    /// Set once the worker left: a renewal that comes after must not enter it again.
+    left: bool,
 }
 
 impl Presence {
@@ -251,23 +254,27 @@ impl Presence {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
             counter: Counter::default(),
+            left: false,
         }
     }
 
-    /// The counter the worker's tasks count their ends on.
-    pub(crate) fn counter(&self) -> Counter {
+    fn counter(&self) -> Counter {
         self.counter.clone()
     }
 
     /// Renews the entry (with the tasks in flight now, as queue and id) and sends the
     /// counts; with `leaving`, sends the counts and removes the entry instead. Counts that
     /// could not be sent go with the next report.
-    pub(crate) async fn report(
+    async fn report(
         &mut self,
         tiger: &Tiger,
         in_flight: &[(&str, &str)],
         leaving: bool,
     ) -> Result<()> {
+        if self.left {
+            return Ok(());
+        }
+        self.left = leaving;
         let keys = tiger.keys();
         let (unsent, processed, failed) = self.counter.take();
         let now = now();
@@ -334,6 +341,76 @@ impl Presence {
         match replies.into_iter().find_map(|reply| reply.err()) {
             Some(err) => Err(err.into()),
             None => Ok(()),
+        }
+    }
+}
+
+/// A worker's [`Presence`], shared by its loop and the report under way.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporter {
+    presence: Arc<tokio::sync::Mutex<Presence>>,
+    counter: Counter,
+}
+
+/// How long a report may take before it is given up (its counts go with the next one).
+const REPORT_WAIT: Duration = Duration::from_secs(10);
+
+impl Reporter {
+    /// Enters the worker in the registry (a failure is logged: the worker runs anyway).
+    pub(crate) async fn start(tiger: &Tiger, presence: Presence, wait: Duration) -> Reporter {
+        let reporter = Reporter {
+            counter: presence.counter(),
+            presence: Arc::new(tokio::sync::Mutex::new(presence)),
+        };
+        reporter.send(tiger, Vec::new(), false, wait).await;
+        reporter
+    }
+
+    /// The counter the worker's tasks count their ends on.
+    pub(crate) fn counter(&self) -> Counter {
+        self.counter.clone()
+    }
+
+    /// Renews the entry in the background, with the tasks in flight (queue, id), so a
+    /// Redis that hangs never holds up the worker's loop; skipped while the last report is
+    /// still under way.
+    pub(crate) fn renew(&self, tiger: &Tiger, in_flight: Vec<(String, String)>) {
+        if self.presence.try_lock().is_err() {
+            return;
+        }
+        let (reporter, tiger) = (self.clone(), tiger.clone());
+        tokio::spawn(async move { reporter.send(&tiger, in_flight, false, REPORT_WAIT).await });
+    }
+
+    /// Sends the last counts and takes the entry out, waiting at most `wait`.
+    pub(crate) async fn leave(&self, tiger: &Tiger, wait: Duration) {
+        self.send(tiger, Vec::new(), true, wait).await;
+    }
+
+    async fn send(
+        &self,
+        tiger: &Tiger,
+        in_flight: Vec<(String, String)>,
+        leaving: bool,
+        wait: Duration,
+    ) {
+        let tasks: Vec<(&str, &str)> = in_flight
+            .iter()
+            .map(|(queue, id)| (queue.as_str(), id.as_str()))
+            .collect();
+        let sent = tokio::time::timeout(wait, async {
+            let mut presence = self.presence.lock().await;
+            presence.report(tiger, &tasks, leaving).await
+        });
+        let what = if leaving {
+            "cannot take this worker out of the registry of live workers; its entry expires by itself"
+        } else {
+            "cannot write this worker's entry in the registry of live workers, or its counts"
+        };
+        match sent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "{what}"),
+            Err(_) => tracing::warn!(?wait, "{what}: Redis did not answer in time"),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     Error, Result, Tiger,
     client::{self, retrying},
     keys::State,
-    presence::Presence,
+    presence::{Presence, Reporter},
     scripts,
     task::registry::Registry,
     time::now,
@@ -331,10 +331,8 @@ impl Worker {
             prefix = self.tiger.keys().prefix(),
             "worker ready"
         );
-        let mut presence = Presence::new(&filter.only, &filter.exclude, self.concurrency);
-        if let Err(err) = presence.report(&self.tiger, &[], false).await {
-            tracing::warn!(%err, "cannot enter this worker in the registry of live workers");
-        }
+        let presence = Presence::new(&filter.only, &filter.exclude, self.concurrency);
+        let presence = Reporter::start(&self.tiger, presence, HEARTBEAT_WAIT).await;
         let activity = Activity::start(self.tiger.clone(), filter.clone());
         let finisher = finish::Finisher::spawn(self.tiger.clone());
         let mut state = Loop {
@@ -361,15 +359,7 @@ impl Worker {
             exit_after: self.exit_after,
         };
         let stopped = state.run(self.once, signals).await;
-        let leave = state.presence.report(&state.tiger, &[], true);
-        if !matches!(
-            tokio::time::timeout(HEARTBEAT_WAIT, leave).await,
-            Ok(Ok(()))
-        ) {
-            tracing::warn!(
-                "cannot take this worker out of the registry of live workers; its entry expires by itself"
-            );
-        }
+        state.presence.leave(&state.tiger, HEARTBEAT_WAIT).await;
         if self.executor == Executor::Process {
             child::remove_private_dir();
         }
@@ -439,7 +429,7 @@ struct Loop {
     holder_prefix: String,
     finisher: finish::Finisher,
     /// Its entry in the registry of live workers, and its counts of ended runs.
-    presence: Presence,
+    presence: Reporter,
 }
 
 impl Loop {
@@ -558,13 +548,10 @@ impl Loop {
                     }
                 }
                 _ = report.tick() => {
-                    let in_flight: Vec<(&str, &str)> = self.running.values().flat_map(|running| {
-                        running.leases.iter().map(|(id, _)| (running.queue.as_str(), id.as_str()))
+                    let in_flight = self.running.values().flat_map(|running| {
+                        running.leases.iter().map(|(id, _)| (running.queue.clone(), id.clone()))
                     }).collect();
-                    let sent = self.presence.report(&self.tiger, &in_flight, false);
-                    if !matches!(tokio::time::timeout(HEARTBEAT_WAIT, sent).await, Ok(Ok(()))) {
-                        tracing::warn!("cannot renew this worker's entry in the registry of live workers");
-                    }
+                    self.presence.renew(&self.tiger, in_flight);
                 }
                 () = self.activity.notified(), if running && has_room => {}
                 _ = refresh.tick(), if running => self.refresh_queues().await,
