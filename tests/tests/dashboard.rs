@@ -718,3 +718,37 @@ async fn garbage_in_the_dashboards_keys_costs_only_what_it_spoils() {
     assert_eq!(workers.status, 503);
     assert!(workers.body.contains("WRONGTYPE"), "{}", workers.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_answer_at_once_after_redis_restarts() {
+    // A private server: this test kills it.
+    let mut server = tiger::testing::RedisServer::start().unwrap();
+    let config = tiger::Config {
+        redis_prefix: tiger::testing::unique_prefix(),
+        ..tiger::testing::test_config()
+    };
+    let tiger = tiger::Tiger::connect_with(&server.url(), config)
+        .await
+        .unwrap();
+    let port = tiger::testing::free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(Dashboard::new().serve(tiger.clone(), addr));
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the dashboard to listen",
+        || async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+    )
+    .await;
+    assert_eq!(http(port, "GET", "/", &[], "").status, 200);
+    // Nothing asks while it is down: the first request after the restart meets the
+    // dropped connection.
+    server.restart().unwrap();
+    for path in ["/", "/api/stats", "/chart.svg", "/workers", "/metrics"] {
+        let answer = http(port, "GET", path, &[], "");
+        assert_eq!(
+            answer.status, 200,
+            "{path} just after the restart: {}",
+            answer.body
+        );
+    }
+}

@@ -28,7 +28,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::{Error, Result, State, Task, Tiger, time::now};
+// Reads for pages are tried again while Redis reconnects (the first command after a dropped
+// connection fails), so a page is not an error just after Redis came back.
+use crate::{Error, Result, State, Task, Tiger, client::retrying, time::now};
 
 /// How many of a task's execution records its page shows (the last ones).
 const SHOWN_EXECUTIONS: usize = 50;
@@ -266,7 +268,10 @@ async fn overview(
     if !allowed(&app, &headers) {
         return refused(&app, Some(base));
     }
-    let (stats, workers) = tokio::join!(app.tiger.queue_stats(), app.tiger.workers());
+    let (stats, workers) = tokio::join!(
+        retrying("read the queue counts", || app.tiger.queue_stats()),
+        retrying("read the live workers", || app.tiger.workers())
+    );
     let stats = match stats {
         Ok(stats) => stats,
         Err(err) => return unavailable(&err),
@@ -335,30 +340,31 @@ setInterval(async () => {
 "#;
 
 /// `read` as JSON, to a request with the token.
-async fn json<T: serde::Serialize>(
-    app: &Shared,
-    headers: &HeaderMap,
-    read: impl std::future::Future<Output = Result<T>>,
-) -> Response {
+async fn json<T, F, Fut>(app: &Shared, headers: &HeaderMap, call: F) -> Response
+where
+    T: serde::Serialize,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     if !allowed(app, headers) {
         return refused(app, None);
     }
-    match read.await {
+    match retrying("answer an API request", call).await {
         Ok(found) => axum::Json(found).into_response(),
         Err(err) => unavailable(&err),
     }
 }
 
 async fn stats_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
-    json(&app, &headers, app.tiger.queue_stats()).await
+    json(&app, &headers, || app.tiger.queue_stats()).await
 }
 
 async fn minutes_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
-    json(&app, &headers, app.tiger.minutes(CHART_MINUTES)).await
+    json(&app, &headers, || app.tiger.minutes(CHART_MINUTES)).await
 }
 
 async fn workers_json(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
-    json(&app, &headers, app.tiger.workers()).await
+    json(&app, &headers, || app.tiger.workers()).await
 }
 
 /// How many minutes the chart covers, and its size in pixels.
@@ -372,7 +378,7 @@ async fn chart(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     if !allowed(&app, &headers) {
         return refused(&app, None);
     }
-    let minutes = match app.tiger.minutes(CHART_MINUTES).await {
+    let minutes = match retrying("read the counts", || app.tiger.minutes(CHART_MINUTES)).await {
         Ok(minutes) => minutes,
         Err(err) => return unavailable(&err),
     };
@@ -439,7 +445,7 @@ async fn workers_page(
     if !allowed(&app, &headers) {
         return refused(&app, Some(base));
     }
-    let workers = match app.tiger.workers().await {
+    let workers = match retrying("read the live workers", || app.tiger.workers()).await {
         Ok(workers) => workers,
         Err(err) => return unavailable(&err),
     };
@@ -497,11 +503,14 @@ async fn queue_page(
     let number = |name: &str| paging.get(name).and_then(|v| v.parse::<usize>().ok());
     let skip = number("skip").unwrap_or(0);
     let limit = number("limit").filter(|n| *n > 0).unwrap_or(50).min(1000);
-    let (total, tasks) =
-        match Task::tasks_from_queue(&app.tiger, &queue, state, skip, limit, 0).await {
-            Ok(found) => found,
-            Err(err) => return unavailable(&err),
-        };
+    let (total, tasks) = match retrying("read a queue", || {
+        Task::tasks_from_queue(&app.tiger, &queue, state, skip, limit, 0)
+    })
+    .await
+    {
+        Ok(found) => found,
+        Err(err) => return unavailable(&err),
+    };
     let now = now();
     page_at(
         &base,
@@ -539,7 +548,11 @@ async fn task_page(
     if !allowed(&app, &headers) {
         return refused(&app, Some(base));
     }
-    let found = match Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS)).await {
+    let found = match retrying("read a task", || {
+        Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS))
+    })
+    .await
+    {
         Ok(found) => found,
         Err(err) => return unavailable(&err),
     };

@@ -108,7 +108,8 @@ pub fn install() -> Result<PrometheusHandle> {
 /// The Prometheus text of everything recorded, with the queue depths read from Redis now;
 /// fails when Redis cannot say them.
 pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> Result<String> {
-    let stats = tiger.queue_stats().await?;
+    // Tried again while Redis reconnects, so a scrape just after it came back succeeds.
+    let stats = crate::client::retrying("read the queue depths", || tiger.queue_stats()).await?;
     let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
     for queue in reported.iter().filter(|q| !stats.contains_key(*q)) {
         for state in State::ALL {
