@@ -135,6 +135,14 @@ async fn pages_show_the_queues_and_escape_what_tasks_hold() {
         "{}",
         metrics.body
     );
+    assert!(
+        metrics
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "Prometheus's text format is named: {}",
+        metrics.head
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,7 +195,6 @@ fn loopback_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The answer to a request without the token: the login form for a page, 401 otherwise.
 /// The overview's address for the dashboard mounted at `base`.
 fn home(base: &str) -> String {
     if base.is_empty() {
@@ -205,6 +204,9 @@ fn home(base: &str) -> String {
     }
 }
 
+/// The answer to a request that is not allowed: without a token, 403 (the `Host` was not a
+/// loopback name); with one, the login form for a page (`page` is the dashboard's base)
+/// and 401 otherwise.
 fn refused(app: &Shared, page: Option<String>) -> Response {
     if app.token.is_none() {
         return (

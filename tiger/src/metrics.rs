@@ -132,7 +132,14 @@ pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> Result<String> 
 pub(crate) async fn respond(tiger: &Tiger, handle: &PrometheusHandle) -> axum::response::Response {
     use axum::response::IntoResponse;
     match render(tiger, handle).await {
-        Ok(text) => text.into_response(),
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(err) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             format!("{err}\n"),
