@@ -71,7 +71,7 @@ async function main() {
       .nth(3)
       .click();
     expect("the error count to lead to the queue's errored tasks", page.url().endsWith(`/queue/${queue}/error`));
-    await page.getByRole("link", { name: id }).click();
+    await page.locator(`a[href$="/task/${id}"]`).click();
     expect("the task page to open", page.url().endsWith(`/task/${id}`));
     const heading = await page.locator("h2").first().textContent();
     expect(`the task page to say it is in error (${heading})`, heading === `${queue} · error`);
@@ -80,9 +80,11 @@ async function main() {
     await page.screenshot({ path: path.join(shots, "task.png"), fullPage: true });
 
     await page.getByRole("button", { name: "retry" }).click();
-    await page.waitForURL(`**/task/${id}`);
+    await page.waitForURL((url) => url.pathname.endsWith(`/task/${id}`) && url.search === "?done=retried");
     const requeued = await page.locator("h2").first().textContent();
     expect(`retry to put the task back in its queue (${requeued})`, requeued === `${queue} · queued`);
+    const notice = await page.locator("#notice").textContent();
+    expect(`the page to say the task was retried (${notice})`, notice.startsWith("Retried"));
 
     await page.goto(`${base}/`);
     const queued = await counts(page);

@@ -48,6 +48,19 @@ fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> An
     }
 }
 
+impl Answer {
+    /// The `Location` the answer sends the browser to.
+    fn location(&self) -> &str {
+        self.head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                name.eq_ignore_ascii_case("location").then_some(value)
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Serves `dashboard` for `fx` on a free port, in the background; returns the port.
 async fn serve(fx: &Fixture, dashboard: Dashboard) -> u16 {
     let port = tiger::testing::free_port().unwrap();
@@ -93,6 +106,11 @@ async fn pages_show_the_queues_and_escape_what_tasks_hold() {
     assert_eq!(overview.status, 200);
     assert!(overview.body.contains("<td>dash</td>"), "{}", overview.body);
     assert!(
+        overview.body.contains("<p id=\"empty\" hidden>"),
+        "the word for no queues is hidden: {}",
+        overview.body
+    );
+    assert!(
         overview.body.contains("href=\"/queue/dash/error\">1</a>"),
         "{}",
         overview.body
@@ -104,6 +122,14 @@ async fn pages_show_the_queues_and_escape_what_tasks_hold() {
     let listed = http(port, "GET", "/queue/dash/error", &[], "");
     assert_eq!(listed.status, 200);
     assert!(listed.body.contains(&id) && listed.body.contains(charge::NAME));
+    assert!(
+        listed
+            .body
+            .contains(&format!("title=\"{id}\">{}…</a>", &id[..12]))
+            && listed.body.contains("<th>failed</th>"),
+        "ids cut to 12 digits (whole in the title), the time said for the state: {}",
+        listed.body
+    );
     for page in [
         &listed.body,
         &http(port, "GET", &format!("/task/{id}"), &[], "").body,
@@ -179,13 +205,41 @@ async fn actions_need_the_pages_value_and_a_same_site_origin() {
     );
     assert_eq!(retried.status, 303, "{}", retried.body);
     assert_eq!(fx.ids(State::Queued, "dash").await, [id.as_str()]);
+    assert_eq!(retried.location(), format!("../{id}?done=retried"));
+    let after = http(port, "GET", &format!("/task/{id}?done=retried"), &[], "");
+    assert!(
+        after.body.contains("Retried: the task is queued again.")
+            && after
+                .body
+                .contains("<h2><a href=\"/queue/dash/queued\">dash</a> · queued</h2>"),
+        "the page says what was done and links the task's queue: {}",
+        after.body
+    );
     // The same form again: the task is queued now.
     assert_eq!(http(port, "POST", &path, &[], &form).status, 409);
     // A worker runs it: it fails again and is back in error with two records.
     fx.drain_with(|w| w.queues(["dash"])).await;
     let delete = format!("/task/{id}/delete");
-    assert_eq!(http(port, "POST", &delete, &[], &form).status, 303);
+    let deleted = http(port, "POST", &delete, &[], &form);
+    assert_eq!(deleted.status, 303);
     assert!(fx.keys().await.is_empty());
+    // The task is gone: back to the list it was in, which says so.
+    assert_eq!(
+        deleted.location(),
+        format!("../../queue/dash/error?done=deleted&task={id}")
+    );
+    let list = http(
+        port,
+        "GET",
+        &format!("/queue/dash/error?done=deleted&task={id}"),
+        &[],
+        "",
+    );
+    assert!(
+        list.body.contains(&format!("Deleted task {id}.")),
+        "{}",
+        list.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,8 +277,53 @@ async fn a_token_guards_everything_and_read_only_refuses_actions() {
         200,
         "the scheme's name is not case-sensitive"
     );
+    // A page asked for without the token: the login form, which comes back to it.
+    let asked = http(port, "GET", &format!("/task/{id}?x=1"), &[], "");
+    assert_eq!(
+        asked.location(),
+        format!("/login?next=%2Ftask%2F{id}%3Fx%3D1")
+    );
+    let form = http(port, "GET", asked.location(), &[], "");
+    assert!(
+        form.body
+            .contains(&format!("name=\"next\" value=\"/task/{id}?x=1\"")),
+        "{}",
+        form.body
+    );
+    let back = http(
+        port,
+        "POST",
+        "/login",
+        &[],
+        &format!("token=s3cret&next=%2Ftask%2F{id}%3Fx%3D1"),
+    );
+    assert_eq!(back.location(), format!("/task/{id}?x=1"));
+    for elsewhere in [
+        "//evil.example/",
+        "http://evil.example/",
+        "/\\evil.example",
+        "/a%0D%0Ab",
+    ] {
+        let login = http(
+            port,
+            "POST",
+            "/login",
+            &[],
+            &format!("token=s3cret&next={elsewhere}"),
+        );
+        assert_eq!(
+            login.location(),
+            "/",
+            "a login never leaves the dashboard: {elsewhere}"
+        );
+    }
     let login = http(port, "POST", "/login", &[], "token=s3cret");
     assert_eq!(login.status, 303);
+    assert!(
+        login.head.contains("HttpOnly; SameSite=Lax"),
+        "{}",
+        login.head
+    );
     let cookie = login
         .head
         .lines()
@@ -312,15 +411,43 @@ async fn the_router_mounts_under_an_applications_own_path() {
         "the header links home and to the workers"
     );
     assert!(overview.body.contains("src=\"/ops/tiger/chart.svg\""));
+    // Any other address under the mount leads back to the overview (`/ops/tiger/` never
+    // reaches a router nested at `/ops/tiger`: axum answers it, as README says).
+    for path in ["/ops/tiger/nope", "/ops/tiger/task/x/y/z"] {
+        let lost = http(port, "GET", path, &[bearer], "");
+        assert_eq!(lost.status, 404, "{path}");
+        assert!(
+            lost.body.contains("<a href=\"/ops/tiger\">/ops/tiger</a>"),
+            "{path}: {}",
+            lost.body
+        );
+    }
     // Without the token, a page sends the browser to the mounted login form.
     let refused = http(port, "GET", "/ops/tiger/queue/dash/error", &[], "");
-    assert!(
-        refused
-            .head
-            .to_ascii_lowercase()
-            .contains("location: /ops/tiger/login"),
-        "{}",
-        refused.head
+    assert_eq!(
+        refused.location(),
+        "/ops/tiger/login?next=%2Fops%2Ftiger%2Fqueue%2Fdash%2Ferror"
+    );
+    let login = http(
+        port,
+        "POST",
+        "/ops/tiger/login",
+        &[],
+        "token=t&next=%2Fops%2Ftiger%2Fqueue%2Fdash%2Ferror",
+    );
+    assert_eq!(login.location(), "/ops/tiger/queue/dash/error");
+    assert!(login.head.contains("Path=/ops/tiger"), "{}", login.head);
+    let outside = http(
+        port,
+        "POST",
+        "/ops/tiger/login",
+        &[],
+        "token=t&next=%2Fother",
+    );
+    assert_eq!(
+        outside.location(),
+        "/ops/tiger",
+        "a login goes on only to the dashboard's own pages"
     );
 }
 

@@ -86,6 +86,11 @@ impl Dashboard {
     }
 
     /// The routes, to serve or to mount under a path of an application's own.
+    ///
+    /// For its `/metrics` this installs tiger's Prometheus recorder as the process's
+    /// [`metrics`](https://docs.rs/metrics) recorder, unless one is installed already (then
+    /// `/metrics` answers 503): an application with a recorder of its own installs it before
+    /// calling this.
     pub fn router(self, tiger: Tiger) -> axum::Router {
         let shared = Arc::new(Shared {
             tiger,
@@ -106,6 +111,7 @@ impl Dashboard {
             .route("/task/{id}/{action}", post(act))
             .route("/metrics", get(metrics))
             .route("/login", get(login_page).post(login))
+            .fallback(not_found)
             .with_state(shared)
     }
 
@@ -195,6 +201,22 @@ fn loopback_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The dashboard's base (see [`base`]) for a page request that may see it, else the answer
+/// to give instead.
+fn admit(
+    app: &Shared,
+    headers: &HeaderMap,
+    original: &OriginalUri,
+    uri: &Uri,
+) -> std::result::Result<String, Response> {
+    let base = base(original, uri);
+    if allowed(app, headers) {
+        Ok(base)
+    } else {
+        Err(refused(app, Some((&base, original))))
+    }
+}
+
 /// The overview's address for the dashboard mounted at `base`.
 fn home(base: &str) -> String {
     if base.is_empty() {
@@ -205,9 +227,9 @@ fn home(base: &str) -> String {
 }
 
 /// The answer to a request that is not allowed: without a token, 403 (the `Host` was not a
-/// loopback name); with one, the login form for a page (`page` is the dashboard's base)
-/// and 401 otherwise.
-fn refused(app: &Shared, page: Option<String>) -> Response {
+/// loopback name); with one, for a page (the dashboard's base and the address asked for),
+/// the login form, which comes back to that page; 401 otherwise.
+fn refused(app: &Shared, page: Option<(&str, &OriginalUri)>) -> Response {
     if app.token.is_none() {
         return (
             StatusCode::FORBIDDEN,
@@ -216,7 +238,10 @@ fn refused(app: &Shared, page: Option<String>) -> Response {
             .into_response();
     }
     match page {
-        Some(base) => Redirect::to(&format!("{base}/login")).into_response(),
+        Some((base, asked)) => {
+            let asked = asked.path_and_query().map_or("/", |p| p.as_str());
+            Redirect::to(&format!("{base}/login?next={}", urlencode(asked))).into_response()
+        }
         None => (StatusCode::UNAUTHORIZED, "a token is required\n").into_response(),
     }
 }
@@ -256,9 +281,10 @@ fn page_at(base: &str, title: &str, body: Markup) -> Response {
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
-table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}\
-td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto;white-space:pre-wrap;word-break:break-all}\
-header{margin-bottom:.5em;font-weight:bold}h1{font-size:1.3em}form{display:inline;margin-right:.5em}";
+table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}\
+.n{text-align:right}pre{background:#f6f6f6;padding:.6em;overflow:auto;white-space:pre-wrap;word-break:break-all}\
+header{margin-bottom:.5em;font-weight:bold}h1{font-size:1.3em}h2{font-size:1.1em}form{display:inline;margin-right:.5em}\
+.id{font-family:monospace}.notice{background:#e8f4e8;padding:.4em .7em}.stale{color:#b00}";
 
 async fn overview(
     Extract(app): Extract<App>,
@@ -266,10 +292,10 @@ async fn overview(
     original: OriginalUri,
     uri: Uri,
 ) -> Response {
-    let base = base(&original, &uri);
-    if !allowed(&app, &headers) {
-        return refused(&app, Some(base));
-    }
+    let base = match admit(&app, &headers, &original, &uri) {
+        Ok(base) => base,
+        Err(refusal) => return refusal,
+    };
     let (stats, workers) = tokio::join!(
         retrying("read the queue counts", || app.tiger.queue_stats()),
         retrying("read the live workers", || app.tiger.workers())
@@ -291,17 +317,18 @@ async fn overview(
         "queues",
         html! {
             table id="stats" data-base=(base) {
-                tr { th { "queue" } @for state in State::ALL { th { (state.as_str()) } } }
+                tr { th { "queue" } @for state in State::ALL { th.n { (state.as_str()) } } }
                 @for (queue, counts) in &stats {
                     tr {
                         td { (queue) }
                         @for state in State::ALL {
-                            td { a href={ (base) "/queue/" (urlencode(queue)) "/" (state.as_str()) } { (counts.get(state)) } }
+                            td.n { a href={ (base) "/queue/" (urlencode(queue)) "/" (state.as_str()) } { (counts.get(state)) } }
                         }
                     }
                 }
             }
-            @if stats.is_empty() { p { "No tasks in any queue." } }
+            p id="empty" hidden[!stats.is_empty()] { "No tasks in any queue." }
+            p.stale id="stale" hidden { }
             p { a href={ (base) "/workers" } { span id="workers" { (workers) } " alive" } }
             img id="chart" src={ (base) "/chart.svg" } width=(CHART_WIDTH) height=(CHART_HEIGHT)
                 alt="tasks processed and failed per minute over the last hour";
@@ -312,20 +339,35 @@ async fn overview(
 }
 
 /// Refreshes the overview every two seconds: the counts from `/api/stats`, the number of
-/// workers from `/api/workers`, the chart.
+/// workers from `/api/workers`, the chart. When the counts cannot be read it says since when
+/// they are stale (text only: nothing a task holds is parsed as HTML).
 const REFRESH: &str = r#"
+let fresh = new Date();
+async function read(url) {
+  try {
+    const r = await fetch(url, {credentials: "same-origin"});
+    return r.ok ? await r.json() : null;
+  } catch (err) {
+    return null;
+  }
+}
 setInterval(async () => {
   const table = document.getElementById("stats");
   const base = table.dataset.base;
   document.getElementById("chart").src = base + "/chart.svg?at=" + Date.now();
-  const w = await fetch(base + "/api/workers", {credentials: "same-origin"});
-  if (w.ok) {
-    const n = (await w.json()).length;
+  const workers = await read(base + "/api/workers");
+  if (workers) {
+    const n = workers.length;
     document.getElementById("workers").textContent = n + (n === 1 ? " worker" : " workers");
   }
-  const r = await fetch(base + "/api/stats", {credentials: "same-origin"});
-  if (!r.ok) return;
-  const stats = await r.json();
+  const stats = await read(base + "/api/stats");
+  const stale = document.getElementById("stale");
+  stale.hidden = stats !== null;
+  if (!stats) {
+    stale.textContent = "Cannot read the counts now; these are from " + fresh.toLocaleTimeString() + ".";
+    return;
+  }
+  fresh = new Date();
   const states = ["queued", "active", "scheduled", "error"];
   while (table.rows.length > 1) table.deleteRow(1);
   for (const [queue, counts] of Object.entries(stats)) {
@@ -335,9 +377,12 @@ setInterval(async () => {
       const a = document.createElement("a");
       a.href = base + "/queue/" + encodeURIComponent(queue) + "/" + s;
       a.textContent = counts[s];
-      row.insertCell().appendChild(a);
+      const cell = row.insertCell();
+      cell.className = "n";
+      cell.appendChild(a);
     }
   }
+  document.getElementById("empty").hidden = table.rows.length > 1;
 }, 2000);
 "#;
 
@@ -443,10 +488,10 @@ async fn workers_page(
     headers: HeaderMap,
     (original, uri): (OriginalUri, Uri),
 ) -> Response {
-    let base = base(&original, &uri);
-    if !allowed(&app, &headers) {
-        return refused(&app, Some(base));
-    }
+    let base = match admit(&app, &headers, &original, &uri) {
+        Ok(base) => base,
+        Err(refusal) => return refusal,
+    };
     let workers = match retrying("read the live workers", || app.tiger.workers()).await {
         Ok(workers) => workers,
         Err(err) => return unavailable(&err),
@@ -465,7 +510,7 @@ async fn workers_page(
         html! {
             p { (crate::admin::plural(workers.len() as u64, "worker")) " reported in the last " (humantime::format_duration(app.tiger.config().active_task_update_timeout)) "." }
             table id="workers" {
-                tr { th { "worker" } th { "queues" } th { "excluded" } th { "in flight" } th { "processed" } th { "failed" } th { "started" } th { "last heartbeat" } }
+                tr { th { "worker" } th { "queues" } th { "excluded" } th { "in flight" } th.n { "processed" } th.n { "failed" } th { "started" } th { "last heartbeat" } }
                 @for worker in &workers {
                     tr {
                         td { (worker.id) }
@@ -477,8 +522,8 @@ async fn workers_page(
                                 br; a href={ (base) "/task/" (urlencode(&task.id)) } { (task.queue) " · " (task.id) }
                             }
                         }
-                        td { (worker.processed) }
-                        td { (worker.failed) }
+                        td.n { (worker.processed) }
+                        td.n { (worker.failed) }
                         td { (crate::admin::relative(worker.started, now)) }
                         td { (crate::admin::relative(worker.heartbeat, now)) }
                     }
@@ -493,16 +538,16 @@ async fn queue_page(
     headers: HeaderMap,
     (original, uri): (OriginalUri, Uri),
     Path((queue, state)): Path<(String, String)>,
-    Query(paging): Query<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let base = base(&original, &uri);
-    if !allowed(&app, &headers) {
-        return refused(&app, Some(base));
-    }
+    let base = match admit(&app, &headers, &original, &uri) {
+        Ok(base) => base,
+        Err(refusal) => return refusal,
+    };
     let Ok(state) = state.parse::<State>() else {
         return (StatusCode::NOT_FOUND, "no such state\n").into_response();
     };
-    let number = |name: &str| paging.get(name).and_then(|v| v.parse::<usize>().ok());
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<usize>().ok());
     let skip = number("skip").unwrap_or(0);
     let limit = number("limit").filter(|n| *n > 0).unwrap_or(50).min(1000);
     let (total, tasks) = match retrying("read a queue", || {
@@ -518,16 +563,17 @@ async fn queue_page(
         &base,
         &format!("{queue} · {state}"),
         html! {
+            (notice(&query))
             p { (crate::admin::plural(total, "task")) " " (state.phrase()) " on " b { (queue) } ", newest first." }
             table {
-                tr { th { "id" } th { "function" } th { "arguments" } th { "age" } th { "failures" } }
+                tr { th { "id" } th { "function" } th { "arguments" } th { (time_heading(state)) } th.n { "failures" } }
                 @for task in &tasks {
                     tr {
-                        td { a href={ "../../task/" (urlencode(&task.id)) } { (task.id) } }
+                        td.id { a href={ "../../task/" (urlencode(&task.id)) } title=(task.id) { (short(&task.id)) } }
                         td { (task.data.as_ref().map_or("(JSON gone or unreadable)", |d| d.func.as_str())) }
                         td { (task.data.as_ref().map_or_else(String::new, |d| crate::admin::preview(&crate::admin::call_text(d)))) }
                         td { (crate::admin::relative(task.ts, now)) }
-                        td { (task.n_executions) }
+                        td.n { (task.n_executions) }
                     }
                 }
             }
@@ -545,11 +591,12 @@ async fn task_page(
     headers: HeaderMap,
     (original, uri): (OriginalUri, Uri),
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let base = base(&original, &uri);
-    if !allowed(&app, &headers) {
-        return refused(&app, Some(base));
-    }
+    let base = match admit(&app, &headers, &original, &uri) {
+        Ok(base) => base,
+        Err(refusal) => return refusal,
+    };
     let found = match retrying("read a task", || {
         Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS))
     })
@@ -573,8 +620,12 @@ async fn task_page(
         &base,
         &format!("task {id}"),
         html! {
+            (notice(&query))
             @for task in &found {
-                h2 { (task.queue) " · " (task.state.as_str()) }
+                h2 {
+                    a href={ (base) "/queue/" (urlencode(&task.queue)) "/" (task.state.as_str()) } { (task.queue) }
+                    " · " (task.state.as_str())
+                }
                 @if !app.read_only { (actions(&app, task)) }
                 @if let Some(data) = &task.data {
                     table {
@@ -687,8 +738,25 @@ async fn act(
         },
         _ => return (StatusCode::NOT_FOUND, "no such action\n").into_response(),
     };
+    // Back to the task with word of what was done; a task deleted or cancelled is gone, so
+    // to the list it was in.
+    let back = match action.as_str() {
+        "retry" => format!("../{}?done=retried", urlencode(&id)),
+        "reschedule" => format!("../{}?done=rescheduled", urlencode(&id)),
+        gone => format!(
+            "../../queue/{}/{}?done={}&task={}",
+            urlencode(&task.queue),
+            task.state.as_str(),
+            if gone == "delete" {
+                "deleted"
+            } else {
+                "cancelled"
+            },
+            urlencode(&id)
+        ),
+    };
     match done {
-        Ok(()) => Redirect::to(&format!("../{}", urlencode(&id))).into_response(),
+        Ok(()) => Redirect::to(&back).into_response(),
         Err(err) => failed(&err),
     }
 }
@@ -719,16 +787,23 @@ async fn metrics(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn login_page(original: OriginalUri, uri: Uri) -> Response {
-    login_form(&base(&original, &uri))
+async fn login_page(
+    original: OriginalUri,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let base = base(&original, &uri);
+    login_form(&base, &after_login(&base, query.get("next")))
 }
 
-fn login_form(base: &str) -> Response {
+/// The login form, which sends the browser on to `next` once the token is right.
+fn login_form(base: &str, next: &str) -> Response {
     page_at(
         base,
         "log in",
         html! {
-            form method="post" action="login" {
+            form method="post" action={ (base) "/login" } {
+                input type="hidden" name="next" value=(next);
                 input type="password" name="token" placeholder="token" autofocus;
                 button type="submit" { "log in" }
             }
@@ -744,6 +819,7 @@ async fn login(
 ) -> Response {
     let base = base(&original, &uri);
     let home = home(&base);
+    let next = after_login(&base, form.get("next"));
     if !same_origin(&headers) {
         return (
             StatusCode::FORBIDDEN,
@@ -755,14 +831,46 @@ async fn login(
         (Some(token), Some(given)) if same_secret(given, token) => (
             [(
                 header::SET_COOKIE,
-                format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path={home}"),
+                format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path={home}"),
             )],
-            Redirect::to(&home),
+            Redirect::to(&next),
         )
             .into_response(),
-        (None, _) => Redirect::to(&home).into_response(),
-        _ => (StatusCode::UNAUTHORIZED, login_form(&base)).into_response(),
+        (None, _) => Redirect::to(&next).into_response(),
+        _ => (StatusCode::UNAUTHORIZED, login_form(&base, &next)).into_response(),
     }
+}
+
+/// Where a login goes on to: `next` when it is a page of this dashboard (a path under
+/// `base`, so never another site), else the overview.
+fn after_login(base: &str, next: Option<&String>) -> String {
+    let home = home(base);
+    next.filter(|next| {
+        next.bytes().all(|b| b.is_ascii_graphic())
+            && !next.starts_with("//")
+            && !next.contains('\\')
+            && (next.as_str() == home || next.starts_with(&format!("{base}/")))
+    })
+    .cloned()
+    .unwrap_or(home)
+}
+
+/// Any other address: a page that leads back to the overview.
+async fn not_found(
+    Extract(app): Extract<App>,
+    headers: HeaderMap,
+    (original, uri): (OriginalUri, Uri),
+) -> Response {
+    let base = match admit(&app, &headers, &original, &uri) {
+        Ok(base) => base,
+        Err(refusal) => return refusal,
+    };
+    let page = page_at(
+        &base,
+        "not found",
+        html! { p { "No page here; the dashboard starts at " a href=(home(&base)) { (home(&base)) } "." } },
+    );
+    (StatusCode::NOT_FOUND, page).into_response()
 }
 
 fn unavailable(err: &Error) -> Response {
@@ -806,6 +914,40 @@ fn pretty(json: &str) -> String {
     serde_json::from_str::<serde_json::Value>(json)
         .and_then(|value| serde_json::to_string_pretty(&value))
         .unwrap_or_else(|_| json.to_owned())
+}
+
+/// Word of the action just done, from the address an action sent the browser to; nothing
+/// for any other address.
+fn notice(query: &HashMap<String, String>) -> Markup {
+    let task = query.get("task").map_or("", String::as_str);
+    let text = match query.get("done").map(String::as_str) {
+        Some("retried") => "Retried: the task is queued again.".to_owned(),
+        Some("rescheduled") => "Rescheduled.".to_owned(),
+        Some("deleted") => format!("Deleted task {task}."),
+        Some("cancelled") => format!("Cancelled task {task}."),
+        _ => return html! {},
+    };
+    html! { p.notice id="notice" { (text) } }
+}
+
+/// What the score of a task in `state` says, as a column heading.
+fn time_heading(state: State) -> &'static str {
+    match state {
+        State::Queued => "queued",
+        State::Active => "last heartbeat",
+        State::Scheduled => "due",
+        State::Error => "failed",
+    }
+}
+
+/// A task id as a list shows it: TaskTiger's 64 hex digits cut to the first 12 (the page of
+/// the task, and the link's title, have it whole).
+fn short(id: &str) -> String {
+    if id.chars().count() <= 16 {
+        id.to_owned()
+    } else {
+        id.chars().take(12).chain(['…']).collect()
+    }
 }
 
 /// `text` safe in a URL path segment.

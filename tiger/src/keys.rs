@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | `t:tiger:workers` | zset | ids of workers that reported lately; the score is the last report; expires once none reports |
 //! | `t:tiger:worker:<id>` | string | that worker's JSON ([`WorkerInfo`](crate::presence::WorkerInfo)); expires unless renewed |
-//! | `t:tiger:minute:<unix minute>` | hash | `processed` and `failed` runs that ended in that minute; expires after two hours |
+//! | `t:tiger:minute:<start>` | hash | `processed` and `failed` runs that ended in the minute that starts at Unix second `<start>` (a multiple of 60); expires two hours after |
 //!
 //! `t` is [`Config::redis_prefix`](crate::Config::redis_prefix). Nothing is escaped, as in
 //! TaskTiger, so queue names should not contain `:`.

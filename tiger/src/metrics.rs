@@ -100,9 +100,34 @@ pub fn install() -> Result<PrometheusHandle> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|err| Error::Config(format!("metrics: another recorder is installed: {err}")))?;
+    describe();
     ON.store(true, Ordering::Relaxed);
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
+}
+
+/// The `# HELP` line of each metric.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(STARTED, "Task runs this process started.");
+    describe_counter!(SUCCEEDED, "Task runs this process ended in success.");
+    describe_counter!(
+        FAILED,
+        "Task runs this process ended in failure, retried or not."
+    );
+    describe_counter!(
+        RETRIED,
+        "Failed task runs of this process that will run again."
+    );
+    describe_histogram!(DURATION, Unit::Seconds, "How long task runs took.");
+    describe_gauge!(
+        IN_FLIGHT,
+        "Groups of tasks (a task, or a batch) this worker is running now."
+    );
+    describe_gauge!(
+        QUEUE_TASKS,
+        "Tasks in each queue and state, read from Redis at the scrape; the same from every target."
+    );
 }
 
 /// The Prometheus text of everything recorded, with the queue depths read from Redis now;
