@@ -208,12 +208,12 @@ fn admit(
     headers: &HeaderMap,
     original: &OriginalUri,
     uri: &Uri,
-) -> std::result::Result<String, Response> {
+) -> std::result::Result<String, Box<Response>> {
     let base = base(original, uri);
     if allowed(app, headers) {
         Ok(base)
     } else {
-        Err(refused(app, Some((&base, original))))
+        Err(Box::new(refused(app, Some((&base, original)))))
     }
 }
 
@@ -294,7 +294,7 @@ async fn overview(
 ) -> Response {
     let base = match admit(&app, &headers, &original, &uri) {
         Ok(base) => base,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let (stats, workers) = tokio::join!(
         retrying("read the queue counts", || app.tiger.queue_stats()),
@@ -490,7 +490,7 @@ async fn workers_page(
 ) -> Response {
     let base = match admit(&app, &headers, &original, &uri) {
         Ok(base) => base,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let workers = match retrying("read the live workers", || app.tiger.workers()).await {
         Ok(workers) => workers,
@@ -542,7 +542,7 @@ async fn queue_page(
 ) -> Response {
     let base = match admit(&app, &headers, &original, &uri) {
         Ok(base) => base,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Ok(state) = state.parse::<State>() else {
         return (StatusCode::NOT_FOUND, "no such state\n").into_response();
@@ -595,7 +595,7 @@ async fn task_page(
 ) -> Response {
     let base = match admit(&app, &headers, &original, &uri) {
         Ok(base) => base,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let found = match retrying("read a task", || {
         Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS))
@@ -863,7 +863,7 @@ async fn not_found(
 ) -> Response {
     let base = match admit(&app, &headers, &original, &uri) {
         Ok(base) => base,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let page = page_at(
         &base,
