@@ -5,8 +5,8 @@
 // It opens the overview and checks the queue's counts, follows the error count to the queue
 // and the task, presses retry and checks the task is queued, then prints "retried" and
 // waits for "go" on stdin (the test starts a worker meanwhile). It then watches the
-// overview, without reloading, until the queue is empty, finds the task gone and the worker
-// listed, and exits 0. Any failure exits 1 with the reason on stderr.
+// overview, without reloading, until the queue is empty (checking the link of a queue named
+// "a/b?c#d" that the test adds meanwhile), finds the task gone and the worker listed, and exits 0. Any failure exits 1 with the reason on stderr.
 "use strict";
 const path = require("node:path");
 const readline = require("node:readline");
@@ -103,6 +103,13 @@ async function main() {
       { timeout: 20000 },
     );
     say("ok: the overview, refreshing by itself, shows the queue emptied");
+    // The test added a queue named "a/b?c#d" meanwhile: the refreshed row's link keeps the
+    // name whole.
+    const odd = await page.evaluate(() => {
+      const row = [...document.getElementById("stats").rows].find((r) => r.cells[0].textContent === "a/b?c#d");
+      return row ? row.cells[3].querySelector("a").href : null;
+    });
+    expect(`the refreshed link of queue "a/b?c#d" to lead to it (${odd})`, odd !== null && odd.endsWith("/queue/a%2Fb%3Fc%23d/scheduled"));
     const response = await page.goto(`${base}/task/${id}`);
     expect("the task to be gone once the worker ran it", response.status() === 404);
     await page.goto(`${base}/workers`);

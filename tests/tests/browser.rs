@@ -144,6 +144,26 @@ async fn an_operator_retries_an_errored_task_in_chromium_and_a_worker_runs_it() 
     assert_eq!(fx.ids(State::Queued, "payments").await, [id.as_str()]);
     assert!(fx.ids(State::Error, "payments").await.is_empty());
 
+    // A queue whose name holds what a URL gives meaning to, which only the refresh will
+    // show: its links must keep the name.
+    let keys = fx.tiger.keys();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(keys.task("dot-task"))
+        .arg(r#"{"id": "dot-task", "func": "m:f"}"#)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.queue(State::Scheduled, "a/b?c#d"))
+        .arg(4_102_444_800u64)
+        .arg("dot-task")
+        .ignore()
+        .cmd("SADD")
+        .arg(keys.state_set(State::Scheduled))
+        .arg("a/b?c#d")
+        .ignore()
+        .query_async(&mut fx.tiger.connection())
+        .await
+        .unwrap();
     CARD_WORKS.store(true, Ordering::SeqCst);
     let worker = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["payments"]));
     let mut stdin = driver.stdin.take().unwrap();

@@ -341,7 +341,17 @@ async fn a_token_guards_everything_and_read_only_refuses_actions() {
         http(port, "GET", &format!("/task/{id}"), &[&with_cookie], "").status,
         200
     );
-    assert_eq!(http(port, "POST", "/login", &[], "token=nope").status, 401);
+    assert!(
+        !cookie.contains("s3cret"),
+        "the cookie holds a digest, not the token: {cookie}"
+    );
+    let wrong = http(port, "POST", "/login", &[], "token=nope");
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.body.contains("That is not the token."),
+        "{}",
+        wrong.body
+    );
     let foreign = http(
         port,
         "POST",
@@ -515,6 +525,14 @@ async fn without_a_token_it_answers_only_to_loopback_names_and_is_never_framed()
     let rebound = http(port, "GET", "/", &["Host: evil.example"], "");
     assert_eq!(rebound.status, 403);
     assert_eq!(http(port, "GET", "/", &["Host: localhost"], "").status, 200);
+    assert_eq!(
+        http(port, "GET", "/", &["Host: [::1]:8080"], "").status,
+        200
+    );
+    assert_eq!(
+        http(port, "GET", "/", &["Host: [::1]evil.example"], "").status,
+        403
+    );
     let page = http(port, "GET", "/", &[], "");
     let head = page.head.to_ascii_lowercase();
     assert!(head.contains("x-frame-options: deny") && head.contains("frame-ancestors 'none'"));
@@ -551,6 +569,16 @@ async fn odd_names_link_safely_and_pages_bound_what_they_read() {
         .arg(keys.state_set(State::Error))
         .arg(".")
         .ignore();
+    // A name with what a URL gives meaning to.
+    pipe.cmd("ZADD")
+        .arg(keys.queue(State::Error, "a/b?c#d e"))
+        .arg(1)
+        .arg("..")
+        .ignore();
+    pipe.cmd("SADD")
+        .arg(keys.state_set(State::Error))
+        .arg("a/b?c#d e")
+        .ignore();
     for n in 0..120 {
         pipe.cmd("RPUSH")
             .arg(keys.executions(".."))
@@ -567,17 +595,27 @@ async fn odd_names_link_safely_and_pages_bound_what_they_read() {
     let port = serve(&fx, Dashboard::new()).await;
     let overview = http(port, "GET", "/", &[], "");
     assert!(
-        overview.body.contains("href=\"/queue/%2E/error\""),
+        overview.body.contains("href=\"/queue/./error\"")
+            && overview
+                .body
+                .contains("href=\"/queue/a%2Fb%3Fc%23d%20e/error\""),
         "{}",
         overview.body
     );
+    let odd = http(port, "GET", "/queue/a%2Fb%3Fc%23d%20e/error", &[], "");
+    assert!(
+        odd.body.contains("on <b>a/b?c#d e</b>"),
+        "the link leads to the queue: {}",
+        odd.body
+    );
+    // `.` and `..` are reached escaped by a client that keeps them (a browser does not).
     let listed = http(port, "GET", "/queue/%2E/error?utm=x&limit=0", &[], "");
     assert_eq!(
         listed.status, 200,
         "unknown and empty parameters are ignored"
     );
     assert!(
-        listed.body.contains("href=\"../../task/%2E%2E\""),
+        listed.body.contains("href=\"../../task/..\""),
         "{}",
         listed.body
     );
@@ -812,6 +850,19 @@ async fn garbage_in_the_dashboards_keys_costs_only_what_it_spoils() {
         .arg("failed")
         .arg(u64::MAX)
         .ignore()
+        .cmd("SET")
+        .arg(keys.minute(this_minute - 240))
+        .arg("not a hash")
+        .ignore()
+        // A queue whose key is not a zset.
+        .cmd("SADD")
+        .arg(keys.state_set(State::Error))
+        .arg("weird")
+        .ignore()
+        .cmd("SET")
+        .arg(keys.queue(State::Error, "weird"))
+        .arg("not a zset")
+        .ignore()
         .query_async(&mut fx.tiger.connection())
         .await
         .unwrap();
@@ -852,6 +903,39 @@ async fn garbage_in_the_dashboards_keys_costs_only_what_it_spoils() {
     let workers = http(port, "GET", "/workers", &[], "");
     assert_eq!(workers.status, 503);
     assert!(workers.body.contains("WRONGTYPE"), "{}", workers.body);
+    // Every other task is still found, shown and acted on.
+    let id = failed_task(&fx, "a").await;
+    let task = http(port, "GET", &format!("/task/{id}"), &[], "");
+    assert_eq!(task.status, 200, "{}", task.body);
+    let form = format!("csrf={}&queue=dash&state=error", csrf(&task.body));
+    let deleted = http(port, "POST", &format!("/task/{id}/delete"), &[], &form);
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+}
+
+/// A task `id` in error on queue `q`, written through a connection of its own to `url`.
+async fn plant_errored(url: &str, keys: &tiger::keys::Keys, id: &str) {
+    let mut own = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(keys.task(id))
+        .arg(format!(r#"{{"id": "{id}", "func": "m:f"}}"#))
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.queue(State::Error, "q"))
+        .arg(1)
+        .arg(id)
+        .ignore()
+        .cmd("SADD")
+        .arg(keys.state_set(State::Error))
+        .arg("q")
+        .ignore()
+        .query_async(&mut own)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,4 +970,44 @@ async fn pages_answer_at_once_after_redis_restarts() {
             answer.body
         );
     }
+    // An action too: the first one after a restart goes through. The task is written
+    // through a connection of its own, so the dashboard's meets the restart first.
+    let id = token();
+    plant_errored(&server.url(), tiger.keys(), &id).await;
+    let value = csrf(&http(port, "GET", &format!("/task/{id}"), &[], "").body);
+    server.restart().unwrap();
+    plant_errored(&server.url(), tiger.keys(), &id).await;
+    let retried = http(
+        port,
+        "POST",
+        &format!("/task/{id}/retry"),
+        &[],
+        &format!("csrf={value}&queue=q&state=error"),
+    );
+    assert_eq!(retried.status, 303, "{}", retried.body);
+
+    // A Redis that hangs (stopped, not gone) gets a 503 within the documented 5 s, not
+    // after a 10 s response timeout for each try.
+    let stop = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    stop("-STOP");
+    for path in ["/api/stats", "/metrics"] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(8)))
+            .unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let read = stream.read_to_string(&mut answer);
+        assert!(read.is_ok(), "{path} answered within 8 s: {read:?}");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{path}: {answer}");
+    }
+    stop("-CONT");
 }

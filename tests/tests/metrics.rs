@@ -23,14 +23,19 @@ fn metrics_worker(fx: &Fixture, queue: &str, port: u16) -> std::process::Child {
 
 /// `GET /metrics` from `port`, or `None` while nothing answers there yet.
 fn scrape(port: u16) -> Option<String> {
+    let (head, body) = scrape_as(port, "127.0.0.1")?;
+    head.starts_with("HTTP/1.1 200").then_some(body)
+}
+
+/// The head and body of `GET /metrics` from `port`, sent to the host name `host`.
+fn scrape_as(port: u16, host: &str) -> Option<(String, String)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    Some((head.to_owned(), body.to_owned()))
 }
 
 /// The value of the sample `name` whose labels include each of `labels` (`key="value"`).
@@ -86,6 +91,9 @@ async fn the_worker_serves_counts_durations_and_queue_depths() {
         },
     )
     .await;
+    // On loopback, a page that points a name of its own at 127.0.0.1 reads nothing.
+    let rebound = scrape_as(port, "evil.example").expect("an answer");
+    assert!(rebound.0.starts_with("HTTP/1.1 403"), "{}", rebound.0);
     let _ = worker.kill();
     let _ = worker.wait();
 
@@ -115,7 +123,8 @@ async fn the_worker_serves_counts_durations_and_queue_depths() {
     let queued = ["queue=\"metrics-q\"", "state=\"queued\""];
     assert_eq!(sample(&text, "tiger_queue_tasks", &queued), Some(0.0));
     assert!(
-        text.contains("# TYPE tiger_task_duration_seconds histogram"),
+        text.contains("# TYPE tiger_task_duration_seconds histogram")
+            && text.contains("# HELP tiger_tasks_failed_total "),
         "{text}"
     );
 }

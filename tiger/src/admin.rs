@@ -959,7 +959,10 @@ pub(crate) fn parse_when(text: &str) -> std::result::Result<When, String> {
         return Ok(When::At(SystemTime::from(at)));
     }
     match humantime::parse_duration(text) {
-        Ok(delay) if delay.as_secs() <= LAST_SECOND => Ok(When::In(delay)),
+        // The due time, not only the delay, stays within the year 9999.
+        Ok(delay) if delay.as_secs().saturating_add(crate::time::now() as u64) <= LAST_SECOND => {
+            Ok(When::In(delay))
+        }
         Ok(_) => Err(format!("`{text}` is too far ahead")),
         Err(_) => Err(format!(
             "`{text}` is not `now`, a delay (90s, 1h 30m), an RFC 3339 time or Unix seconds"
@@ -1003,6 +1006,12 @@ mod tests {
             Ok(When::At(UNIX_EPOCH + Duration::from_secs(1_700_000_000)))
         );
         assert!(parse_when("tomorrow").is_err());
+        // A delay whose due time would pass the year 9999, though the delay itself does not.
+        assert_eq!(
+            parse_when("253402300799s"),
+            Err("`253402300799s` is too far ahead".to_owned())
+        );
+        assert!(parse_when("7000y").is_ok());
         assert!(parse_when("-5").is_err());
     }
 

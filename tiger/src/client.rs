@@ -197,6 +197,29 @@ where
     }
 }
 
+/// How long a read for a person or a scraper (a dashboard page, `/metrics`) may take,
+/// tries included, before it answers that Redis does not: under Prometheus's default scrape
+/// timeout of 10 s, and far under the 10 s a frozen Redis takes per try.
+pub(crate) const READ_BOUND: Duration = Duration::from_secs(5);
+
+/// [`retrying`], given up after [`READ_BOUND`].
+pub(crate) async fn reading<T, F, Fut>(what: &str, call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    match tokio::time::timeout(READ_BOUND, retrying(what, call)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Redis(
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", READ_BOUND.as_secs()),
+            )
+            .into(),
+        )),
+    }
+}
+
 /// `url` with any password replaced by `***`, for error messages and logs.
 pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -29,8 +29,9 @@ use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 
 // Reads for pages are tried again while Redis reconnects (the first command after a dropped
-// connection fails), so a page is not an error just after Redis came back.
-use crate::{Error, Result, State, Task, Tiger, client::retrying, time::now};
+// connection fails), so a page is not an error just after Redis came back; and given up
+// after a bound, so a Redis that hangs gets a prompt 503.
+use crate::{Error, Result, State, Task, Tiger, client::reading, time::now};
 
 /// How many of a task's execution records its page shows (the last ones).
 const SHOWN_EXECUTIONS: usize = 50;
@@ -152,18 +153,27 @@ fn allowed(app: &Shared, headers: &HeaderMap) -> bool {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token);
-    let cookie = headers
-        .get_all(header::COOKIE)
+    // Every cookie of the name counts: a browser may hold one per path, or another
+    // dashboard's on the same host (cookies do not tell ports apart).
+    let session = session(token);
+    bearer.is_some_and(|given| same_secret(given, token))
+        || headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| name == COOKIE && same_secret(value, &session))
+}
+
+/// What the login cookie holds: a digest of the token, not the token, since a browser sends
+/// it to every port of the host (the token may open more than this dashboard).
+fn session(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("tiger dashboard session\n{token}").as_bytes())
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value);
-    [bearer, cookie]
-        .into_iter()
-        .flatten()
-        .any(|given| same_secret(given, token))
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Compares digests rather than the strings, so how long a comparison takes says nothing
@@ -187,12 +197,16 @@ fn base(original: &OriginalUri, uri: &Uri) -> String {
 }
 
 /// Whether the `Host` the request was sent to is `localhost` or a loopback address.
-fn loopback_host(headers: &HeaderMap) -> bool {
+pub(crate) fn loopback_host(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        // `[::1]` or `[::1]:8080`, nothing else after the bracket.
+        Some(v6) => match v6.split_once(']') {
+            Some((name, rest)) if rest.is_empty() || rest.starts_with(':') => name,
+            _ => return false,
+        },
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
     name.eq_ignore_ascii_case("localhost")
@@ -297,8 +311,8 @@ async fn overview(
         Err(refusal) => return *refusal,
     };
     let (stats, workers) = tokio::join!(
-        retrying("read the queue counts", || app.tiger.queue_stats()),
-        retrying("read the live workers", || app.tiger.workers())
+        reading("read the queue counts", || app.tiger.queue_stats()),
+        reading("read the live workers", || app.tiger.workers())
     );
     let stats = match stats {
         Ok(stats) => stats,
@@ -370,7 +384,9 @@ setInterval(async () => {
   fresh = new Date();
   const states = ["queued", "active", "scheduled", "error"];
   while (table.rows.length > 1) table.deleteRow(1);
-  for (const [queue, counts] of Object.entries(stats)) {
+  // Sorted as the server sorts them (an object puts keys that look like numbers first).
+  const queues = Object.entries(stats).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const [queue, counts] of queues) {
     const row = table.insertRow();
     row.insertCell().textContent = queue;
     for (const s of states) {
@@ -396,7 +412,7 @@ where
     if !allowed(app, headers) {
         return refused(app, None);
     }
-    match retrying("answer an API request", call).await {
+    match reading("answer an API request", call).await {
         Ok(found) => axum::Json(found).into_response(),
         Err(err) => unavailable(&err),
     }
@@ -425,7 +441,7 @@ async fn chart(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
     if !allowed(&app, &headers) {
         return refused(&app, None);
     }
-    let minutes = match retrying("read the counts", || app.tiger.minutes(CHART_MINUTES)).await {
+    let minutes = match reading("read the counts", || app.tiger.minutes(CHART_MINUTES)).await {
         Ok(minutes) => minutes,
         Err(err) => return unavailable(&err),
     };
@@ -492,7 +508,7 @@ async fn workers_page(
         Ok(base) => base,
         Err(refusal) => return *refusal,
     };
-    let workers = match retrying("read the live workers", || app.tiger.workers()).await {
+    let workers = match reading("read the live workers", || app.tiger.workers()).await {
         Ok(workers) => workers,
         Err(err) => return unavailable(&err),
     };
@@ -550,7 +566,7 @@ async fn queue_page(
     let number = |name: &str| query.get(name).and_then(|v| v.parse::<usize>().ok());
     let skip = number("skip").unwrap_or(0);
     let limit = number("limit").filter(|n| *n > 0).unwrap_or(50).min(1000);
-    let (total, tasks) = match retrying("read a queue", || {
+    let (total, tasks) = match reading("read a queue", || {
         Task::tasks_from_queue(&app.tiger, &queue, state, skip, limit, 0)
     })
     .await
@@ -597,7 +613,7 @@ async fn task_page(
         Ok(base) => base,
         Err(refusal) => return *refusal,
     };
-    let found = match retrying("read a task", || {
+    let found = match reading("read a task", || {
         Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS))
     })
     .await
@@ -708,7 +724,11 @@ async fn act(
     };
     // The copy the page showed, else where the task is now on that queue (the action then
     // says why it does not apply).
-    let found = match Task::find_loading(&app.tiger, &id, Some(0)).await {
+    let found = match reading("find the task", || {
+        Task::find_loading(&app.tiger, &id, Some(0))
+    })
+    .await
+    {
         Ok(found) => found,
         Err(err) => return failed(&err),
     };
@@ -726,14 +746,11 @@ async fn act(
         "retry" => task.retry(&app.tiger).await,
         "delete" => task.delete(&app.tiger).await,
         "cancel" => task.cancel(&app.tiger).await,
-        "reschedule" => match form.get("when").map(|w| crate::admin::parse_when(w)) {
-            Some(Ok(when)) => task.update_scheduled_time(&app.tiger, when).await,
-            _ => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "when: now, a delay (90s, 1h 30m), an RFC 3339 time or Unix seconds\n",
-                )
-                    .into_response();
+        "reschedule" => match crate::admin::parse_when(form.get("when").map_or("", String::as_str))
+        {
+            Ok(when) => task.update_scheduled_time(&app.tiger, when).await,
+            Err(why) => {
+                return (StatusCode::BAD_REQUEST, format!("when: {why}\n")).into_response();
             }
         },
         _ => return (StatusCode::NOT_FOUND, "no such action\n").into_response(),
@@ -793,15 +810,17 @@ async fn login_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let base = base(&original, &uri);
-    login_form(&base, &after_login(&base, query.get("next")))
+    login_form(&base, &after_login(&base, query.get("next")), false)
 }
 
-/// The login form, which sends the browser on to `next` once the token is right.
-fn login_form(base: &str, next: &str) -> Response {
+/// The login form, which sends the browser on to `next` once the token is right; `wrong`
+/// after a token that was not.
+fn login_form(base: &str, next: &str, wrong: bool) -> Response {
     page_at(
         base,
         "log in",
         html! {
+            @if wrong { p.stale { "That is not the token." } }
             form method="post" action={ (base) "/login" } {
                 input type="hidden" name="next" value=(next);
                 input type="password" name="token" placeholder="token" autofocus;
@@ -831,13 +850,16 @@ async fn login(
         (Some(token), Some(given)) if same_secret(given, token) => (
             [(
                 header::SET_COOKIE,
-                format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path={home}"),
+                format!(
+                    "{COOKIE}={}; HttpOnly; SameSite=Lax; Path={home}",
+                    session(token)
+                ),
             )],
             Redirect::to(&next),
         )
             .into_response(),
         (None, _) => Redirect::to(&next).into_response(),
-        _ => (StatusCode::UNAUTHORIZED, login_form(&base, &next)).into_response(),
+        _ => (StatusCode::UNAUTHORIZED, login_form(&base, &next, true)).into_response(),
     }
 }
 
@@ -950,12 +972,24 @@ fn short(id: &str) -> String {
     }
 }
 
-/// `text` safe in a URL path segment.
+/// `text` safe in a URL path segment or a query value, as `encodeURIComponent` makes it in
+/// the overview's script. A name that is exactly `.` or `..` has no link a browser keeps:
+/// browsers resolve such a segment away, escaped (`%2E`) or not (README says so).
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            // `.` too is escaped: a segment `.` or `..` would be resolved away by the browser.
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'~'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

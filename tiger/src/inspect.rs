@@ -245,15 +245,19 @@ impl Task {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        // Each queue answers for itself: one whose key is not a zset holds no task, and the
+        // others are still searched.
+        pipe.ignore_errors();
         for (state, queue) in &places {
             pipe.cmd("ZSCORE")
                 .arg(tiger.keys().queue(*state, queue))
                 .arg(id);
         }
-        let scores: Vec<Option<f64>> = pipe.query_async(&mut tiger.connection()).await?;
+        let scores: Vec<redis::RedisResult<Option<f64>>> =
+            pipe.query_async(&mut tiger.connection()).await?;
         let mut found = Vec::new();
         for ((state, queue), score) in places.into_iter().zip(scores) {
-            if let Some(score) = score {
+            if let Ok(Some(score)) = score {
                 let tasks = load(
                     tiger,
                     &queue,

@@ -39,6 +39,9 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
 ];
 
+/// How often the recorder folds in what was recorded, scraped or not.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `func` label of tasks that cannot run.
 pub(crate) const CANNOT_RUN: &str = "(cannot run)";
 
@@ -101,6 +104,21 @@ pub fn install() -> Result<PrometheusHandle> {
     metrics::set_global_recorder(recorder)
         .map_err(|err| Error::Config(format!("metrics: another recorder is installed: {err}")))?;
     describe();
+    // Histogram samples pile up until they are folded in; a scrape does it, and this for a
+    // process that nobody scrapes.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("tiger-metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|source| Error::Io {
+            context: "cannot start the metrics upkeep thread".to_owned(),
+            source,
+        })?;
     ON.store(true, Ordering::Relaxed);
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
@@ -134,7 +152,7 @@ fn describe() {
 /// fails when Redis cannot say them.
 pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> Result<String> {
     // Tried again while Redis reconnects, so a scrape just after it came back succeeds.
-    let stats = crate::client::retrying("read the queue depths", || tiger.queue_stats()).await?;
+    let stats = crate::client::reading("read the queue depths", || tiger.queue_stats()).await?;
     let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
     for queue in reported.iter().filter(|q| !stats.contains_key(*q)) {
         for state in State::ALL {
@@ -174,7 +192,8 @@ pub(crate) async fn respond(tiger: &Tiger, handle: &PrometheusHandle) -> axum::r
 }
 
 /// Serves `GET /metrics` on `addr` until the process ends. Fails at once when the address
-/// cannot be bound.
+/// cannot be bound. On a loopback address it answers only requests addressed to a loopback
+/// name, as the dashboard does, so that a web page cannot read it through DNS rebinding.
 pub async fn serve(tiger: Tiger, addr: SocketAddr) -> Result<()> {
     let handle = install()?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -183,11 +202,22 @@ pub async fn serve(tiger: Tiger, addr: SocketAddr) -> Result<()> {
             context: format!("cannot listen for metrics on {addr}"),
             source,
         })?;
+    let loopback = addr.ip().is_loopback();
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let (tiger, handle) = (tiger.clone(), handle.clone());
-            async move { respond(&tiger, &handle).await }
+            async move {
+                if loopback && !crate::dashboard::loopback_host(&headers) {
+                    use axum::response::IntoResponse;
+                    return (
+                        axum::http::StatusCode::FORBIDDEN,
+                        "on loopback, metrics answer only to localhost and loopback addresses\n",
+                    )
+                        .into_response();
+                }
+                respond(&tiger, &handle).await
+            }
         }),
     );
     tracing::info!(%addr, "serving metrics at /metrics");

@@ -135,19 +135,23 @@ impl Tiger {
         let this = minute_of(now());
         let starts: Vec<i64> = (0..count).rev().map(|back| this - back * 60).collect();
         let mut pipe = redis::pipe();
+        // Each minute answers for itself: a key of another type spoils only its minute.
+        pipe.ignore_errors();
         for &start in &starts {
             pipe.cmd("HMGET")
                 .arg(self.keys().minute(start))
                 .arg("processed")
                 .arg("failed");
         }
-        let counts: Vec<(Option<String>, Option<String>)> =
+        let replies: Vec<redis::RedisResult<(Option<String>, Option<String>)>> =
             pipe.query_async(&mut self.connection()).await?;
-        // A count that is not a number (not one tiger wrote) reads as 0.
+        // A count that is not a number (not one tiger wrote), or in a key that is not a hash,
+        // reads as 0.
         let number = |count: Option<String>| count.and_then(|c| c.parse().ok()).unwrap_or(0);
         Ok(starts
             .into_iter()
-            .zip(counts)
+            .zip(replies)
+            .map(|(start, reply)| (start, reply.unwrap_or_default()))
             .map(|(start, (processed, failed))| Minute {
                 start,
                 processed: number(processed),
