@@ -352,8 +352,8 @@ async fn overview(
     .into_response()
 }
 
-/// Refreshes the overview every two seconds: the counts from `/api/stats`, the number of
-/// workers from `/api/workers`, the chart. When the counts cannot be read it says since when
+/// Refreshes the overview two seconds after the last refresh ended: the counts from
+/// `/api/stats`, the number of workers from `/api/workers`, the chart. When the counts cannot be read it says since when
 /// they are stale (text only: nothing a task holds is parsed as HTML).
 const REFRESH: &str = r#"
 let fresh = new Date();
@@ -365,7 +365,8 @@ async function read(url) {
     return null;
   }
 }
-setInterval(async () => {
+// The next refresh is set once this one is done, so a slow answer never piles them up.
+async function refresh() {
   const table = document.getElementById("stats");
   const base = table.dataset.base;
   document.getElementById("chart").src = base + "/chart.svg?at=" + Date.now();
@@ -399,7 +400,12 @@ setInterval(async () => {
     }
   }
   document.getElementById("empty").hidden = table.rows.length > 1;
-}, 2000);
+}
+(async function loop() {
+  await new Promise((done) => setTimeout(done, 2000));
+  await refresh();
+  loop();
+})();
 "#;
 
 /// `read` as JSON, to a request with the token.
