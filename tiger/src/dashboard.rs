@@ -215,19 +215,28 @@ pub(crate) fn loopback_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The dashboard's base (see [`base`]) for a page request that may see it, else the answer
-/// to give instead.
-fn admit(
-    app: &Shared,
-    headers: &HeaderMap,
-    original: &OriginalUri,
-    uri: &Uri,
-) -> std::result::Result<String, Box<Response>> {
-    let base = base(original, uri);
-    if allowed(app, headers) {
-        Ok(base)
-    } else {
-        Err(Box::new(refused(app, Some((&base, original)))))
+/// A page request that may see the dashboard, with the dashboard's base (see [`base`]); a
+/// request that may not gets the answer [`refused`] gives.
+struct Admitted(String);
+
+impl axum::extract::FromRequestParts<App> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &App,
+    ) -> std::result::Result<Admitted, Response> {
+        let original = parts
+            .extensions
+            .get::<OriginalUri>()
+            .cloned()
+            .unwrap_or_else(|| OriginalUri(parts.uri.clone()));
+        let base = base(&original, &parts.uri);
+        if allowed(app, &parts.headers) {
+            Ok(Admitted(base))
+        } else {
+            Err(refused(app, Some((&base, &original))))
+        }
     }
 }
 
@@ -300,16 +309,7 @@ table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid 
 header{margin-bottom:.5em;font-weight:bold}h1{font-size:1.3em}h2{font-size:1.1em}form{display:inline;margin-right:.5em}\
 .id{font-family:monospace}.notice{background:#e8f4e8;padding:.4em .7em}.stale{color:#b00}";
 
-async fn overview(
-    Extract(app): Extract<App>,
-    headers: HeaderMap,
-    original: OriginalUri,
-    uri: Uri,
-) -> Response {
-    let base = match admit(&app, &headers, &original, &uri) {
-        Ok(base) => base,
-        Err(refusal) => return *refusal,
-    };
+async fn overview(Extract(app): Extract<App>, Admitted(base): Admitted) -> Response {
     let (stats, workers) = tokio::join!(
         reading("read the queue counts", || app.tiger.queue_stats()),
         reading("read the live workers", || app.tiger.workers())
@@ -505,15 +505,7 @@ fn chart_svg(minutes: &[crate::Minute]) -> String {
     .into_string()
 }
 
-async fn workers_page(
-    Extract(app): Extract<App>,
-    headers: HeaderMap,
-    (original, uri): (OriginalUri, Uri),
-) -> Response {
-    let base = match admit(&app, &headers, &original, &uri) {
-        Ok(base) => base,
-        Err(refusal) => return *refusal,
-    };
+async fn workers_page(Extract(app): Extract<App>, Admitted(base): Admitted) -> Response {
     let workers = match reading("read the live workers", || app.tiger.workers()).await {
         Ok(workers) => workers,
         Err(err) => return unavailable(&err),
@@ -557,15 +549,10 @@ async fn workers_page(
 
 async fn queue_page(
     Extract(app): Extract<App>,
-    headers: HeaderMap,
-    (original, uri): (OriginalUri, Uri),
+    Admitted(base): Admitted,
     Path((queue, state)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let base = match admit(&app, &headers, &original, &uri) {
-        Ok(base) => base,
-        Err(refusal) => return *refusal,
-    };
     let Ok(state) = state.parse::<State>() else {
         return (StatusCode::NOT_FOUND, "no such state\n").into_response();
     };
@@ -610,15 +597,10 @@ async fn queue_page(
 
 async fn task_page(
     Extract(app): Extract<App>,
-    headers: HeaderMap,
-    (original, uri): (OriginalUri, Uri),
+    Admitted(base): Admitted,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let base = match admit(&app, &headers, &original, &uri) {
-        Ok(base) => base,
-        Err(refusal) => return *refusal,
-    };
     let found = match reading("read a task", || {
         Task::find_loading(&app.tiger, &id, Some(SHOWN_EXECUTIONS))
     })
@@ -884,15 +866,7 @@ fn after_login(base: &str, next: Option<&String>) -> String {
 }
 
 /// Any other address: a page that leads back to the overview.
-async fn not_found(
-    Extract(app): Extract<App>,
-    headers: HeaderMap,
-    (original, uri): (OriginalUri, Uri),
-) -> Response {
-    let base = match admit(&app, &headers, &original, &uri) {
-        Ok(base) => base,
-        Err(refusal) => return *refusal,
-    };
+async fn not_found(Admitted(base): Admitted) -> Response {
     let page = page_at(
         &base,
         "not found",
