@@ -956,7 +956,13 @@ pub(crate) fn parse_when(text: &str) -> std::result::Result<When, String> {
             .ok_or_else(|| "Unix seconds must be a number from 0 to the year 9999".to_owned());
     }
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(When::At(SystemTime::from(at)));
+        // An offset can carry a time in 9999 past the year's end.
+        return match u64::try_from(at.timestamp()) {
+            Ok(seconds) if seconds <= LAST_SECOND => Ok(When::At(SystemTime::from(at))),
+            _ => Err(format!(
+                "`{text}` is not between 1970 and the end of 9999 UTC"
+            )),
+        };
     }
     match humantime::parse_duration(text) {
         // The due time, not only the delay, stays within the year 9999.
@@ -1012,6 +1018,8 @@ mod tests {
             Err("`253402300799s` is too far ahead".to_owned())
         );
         assert!(parse_when("7000y").is_ok());
+        assert!(parse_when("9999-12-31T23:59:59-23:59").is_err());
+        assert!(parse_when("9999-12-31T23:59:59+01:00").is_ok());
         assert!(parse_when("-5").is_err());
     }
 

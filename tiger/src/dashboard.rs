@@ -26,6 +26,7 @@ use axum::extract::{Form, OriginalUri, Path, Query, State as Extract};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use futures_util::FutureExt;
 use maud::{DOCTYPE, Markup, html};
 
 // Reads for pages are tried again while Redis reconnects (the first command after a dropped
@@ -357,25 +358,41 @@ async fn overview(Extract(app): Extract<App>, Admitted(base): Admitted) -> Respo
 /// they are stale (text only: nothing a task holds is parsed as HTML).
 const REFRESH: &str = r#"
 let fresh = new Date();
+// JSON from `url`, or null; a token that no longer holds reloads the page (to the login).
 async function read(url) {
   try {
     const r = await fetch(url, {credentials: "same-origin"});
+    if (r.status === 401) location.reload();
     return r.ok ? await r.json() : null;
   } catch (err) {
     return null;
   }
 }
+// Names in code point order, as the server sorts them (by bytes of UTF-8).
+function byCodePoint([a], [b]) {
+  const x = [...a], y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i].codePointAt(0) - y[i].codePointAt(0);
+    if (d) return d;
+  }
+  return x.length - y.length;
+}
 // The next refresh is set once this one is done, so a slow answer never piles them up.
 async function refresh() {
   const table = document.getElementById("stats");
   const base = table.dataset.base;
-  document.getElementById("chart").src = base + "/chart.svg?at=" + Date.now();
-  const workers = await read(base + "/api/workers");
+  // The chart is swapped once the new one has loaded, so an outage keeps the last one.
+  const chart = new Image();
+  chart.onload = () => { document.getElementById("chart").src = chart.src; };
+  chart.src = base + "/chart.svg?at=" + Date.now();
+  const [workers, stats] = await Promise.all([read(base + "/api/workers"), read(base + "/api/stats")]);
+  const count = document.getElementById("workers");
   if (workers) {
     const n = workers.length;
-    document.getElementById("workers").textContent = n + (n === 1 ? " worker" : " workers");
+    count.textContent = n + (n === 1 ? " worker" : " workers");
+  } else if (!count.textContent.startsWith("? ")) {
+    count.textContent = "? workers";
   }
-  const stats = await read(base + "/api/stats");
   const stale = document.getElementById("stale");
   stale.hidden = stats !== null;
   if (!stats) {
@@ -386,7 +403,7 @@ async function refresh() {
   const states = ["queued", "active", "scheduled", "error"];
   while (table.rows.length > 1) table.deleteRow(1);
   // Sorted as the server sorts them (an object puts keys that look like numbers first).
-  const queues = Object.entries(stats).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const queues = Object.entries(stats).sort(byCodePoint);
   for (const [queue, counts] of queues) {
     const row = table.insertRow();
     row.insertCell().textContent = queue;
@@ -533,7 +550,7 @@ async fn workers_page(Extract(app): Extract<App>, Admitted(base): Admitted) -> R
                         td {
                             (worker.in_flight_count) " of " (worker.concurrency)
                             @for task in &worker.in_flight {
-                                br; a href={ (base) "/task/" (urlencode(&task.id)) } { (task.queue) " · " (task.id) }
+                                br; a.id href={ (base) "/task/" (urlencode(&task.id)) } title=(task.id) { (task.queue) " · " (short(&task.id)) }
                             }
                         }
                         td.n { (worker.processed) }
@@ -554,7 +571,7 @@ async fn queue_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Ok(state) = state.parse::<State>() else {
-        return (StatusCode::NOT_FOUND, "no such state\n").into_response();
+        return not_found(Admitted(base)).await;
     };
     let number = |name: &str| query.get(name).and_then(|v| v.parse::<usize>().ok());
     let skip = number("skip").unwrap_or(0);
@@ -710,6 +727,19 @@ async fn act(
     ) else {
         return (StatusCode::BAD_REQUEST, "queue and state are required\n").into_response();
     };
+    let asked = match action.as_str() {
+        "retry" => Action::Retry,
+        "delete" => Action::Delete,
+        "cancel" => Action::Cancel,
+        "reschedule" => match crate::admin::parse_when(form.get("when").map_or("", String::as_str))
+        {
+            Ok(when) => Action::Reschedule(when),
+            Err(why) => {
+                return (StatusCode::BAD_REQUEST, format!("when: {why}\n")).into_response();
+            }
+        },
+        _ => return (StatusCode::NOT_FOUND, "no such action\n").into_response(),
+    };
     // The copy the page showed, else where the task is now on that queue (the action then
     // says why it does not apply).
     let found = match reading("find the task", || {
@@ -730,40 +760,43 @@ async fn act(
             place: format!("queue `{queue}`"),
         });
     };
-    let done = match action.as_str() {
-        "retry" => task.retry(&app.tiger).await,
-        "delete" => task.delete(&app.tiger).await,
-        "cancel" => task.cancel(&app.tiger).await,
-        "reschedule" => match crate::admin::parse_when(form.get("when").map_or("", String::as_str))
-        {
-            Ok(when) => task.update_scheduled_time(&app.tiger, when).await,
-            Err(why) => {
-                return (StatusCode::BAD_REQUEST, format!("when: {why}\n")).into_response();
-            }
-        },
-        _ => return (StatusCode::NOT_FOUND, "no such action\n").into_response(),
-    };
     // Back to the task with word of what was done; a task deleted or cancelled is gone, so
     // to the list it was in.
-    let back = match action.as_str() {
-        "retry" => format!("../{}?done=retried", urlencode(&id)),
-        "reschedule" => format!("../{}?done=rescheduled", urlencode(&id)),
-        gone => format!(
-            "../../queue/{}/{}?done={}&task={}",
+    let to_task = |done: &str| format!("../{}?done={done}", urlencode(&id));
+    let to_list = |done: &str| {
+        format!(
+            "../../queue/{}/{}?done={done}&task={}",
             urlencode(&task.queue),
             task.state.as_str(),
-            if gone == "delete" {
-                "deleted"
-            } else {
-                "cancelled"
-            },
             urlencode(&id)
+        )
+    };
+    let (doing, back) = match asked {
+        Action::Retry => (task.retry(&app.tiger).boxed(), to_task("retried")),
+        Action::Delete => (task.delete(&app.tiger).boxed(), to_list("deleted")),
+        Action::Cancel => (task.cancel(&app.tiger).boxed(), to_list("cancelled")),
+        Action::Reschedule(when) => (
+            task.update_scheduled_time(&app.tiger, when).boxed(),
+            to_task("rescheduled"),
         ),
+    };
+    // Not tried again (it changes something), and bounded as the reads are; a Redis that
+    // answers late may still carry it out, which the answer says.
+    let Ok(done) = tokio::time::timeout(crate::client::READ_BOUND, doing).await else {
+        return undecided();
     };
     match done {
         Ok(()) => Redirect::to(&back).into_response(),
         Err(err) => failed(&err),
     }
+}
+
+/// What a task page's form asks for.
+enum Action {
+    Retry,
+    Delete,
+    Cancel,
+    Reschedule(crate::When),
 }
 
 /// False when the browser says the request comes from another site.
@@ -852,13 +885,21 @@ async fn login(
 }
 
 /// Where a login goes on to: `next` when it is a page of this dashboard (a path under
-/// `base`, so never another site), else the overview.
+/// `base` with no `.` or `..` segment, escaped or not, that could climb out of it; so never
+/// another site or another part of the application), else the overview.
 fn after_login(base: &str, next: Option<&String>) -> String {
     let home = home(base);
+    let climbs = |path: &str| {
+        path.split('/').any(|segment| {
+            let plain = segment.to_ascii_lowercase().replace("%2e", ".");
+            plain == "." || plain == ".."
+        })
+    };
     next.filter(|next| {
         next.bytes().all(|b| b.is_ascii_graphic())
             && !next.starts_with("//")
             && !next.contains('\\')
+            && !climbs(next.split(['?', '#']).next().unwrap_or_default())
             && (next.as_str() == home || next.starts_with(&format!("{base}/")))
     })
     .cloned()
@@ -870,7 +911,7 @@ async fn not_found(Admitted(base): Admitted) -> Response {
     let page = page_at(
         &base,
         "not found",
-        html! { p { "No page here; the dashboard starts at " a href=(home(&base)) { (home(&base)) } "." } },
+        html! { p { "No page here. " a href=(home(&base)) { "See the queues" } "." } },
     );
     (StatusCode::NOT_FOUND, page).into_response()
 }
@@ -879,7 +920,19 @@ fn unavailable(err: &Error) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response()
 }
 
+/// The answer to an action whose outcome is not known: Redis did not answer in time.
+fn undecided() -> Response {
+    (
+        StatusCode::GATEWAY_TIMEOUT,
+        "Redis did not answer in time: the action may still take effect; reload the task to see where it is\n",
+    )
+        .into_response()
+}
+
 fn failed(err: &Error) -> Response {
+    if matches!(err, Error::Redis(err) if err.is_timeout()) {
+        return undecided();
+    }
     let status = match err {
         Error::TaskNotFound { .. } => StatusCode::NOT_FOUND,
         Error::WrongState { .. } => StatusCode::CONFLICT,
@@ -921,7 +974,13 @@ fn pretty(json: &str) -> String {
 /// Word of the action just done, from the address an action sent the browser to; nothing
 /// for any other address.
 fn notice(query: &HashMap<String, String>) -> Markup {
-    let task = query.get("task").map_or("", String::as_str);
+    // Only an id as tiger or TaskTiger makes them is repeated, so a link cannot make the
+    // page say something else.
+    let task = query
+        .get("task")
+        .map(String::as_str)
+        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("");
     let text = match query.get("done").map(String::as_str) {
         Some("retried") => "Retried: the task is queued again.".to_owned(),
         Some("rescheduled") => "Rescheduled.".to_owned(),
