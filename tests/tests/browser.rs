@@ -92,9 +92,83 @@ async fn set_the_stage(fx: &Fixture) {
     let _: () = pipe.query_async(&mut fx.tiger.connection()).await.unwrap();
 }
 
+/// `tests/browser/dashboard.cjs` running one of its scenarios in Chromium against a
+/// dashboard of its own, and the lines it prints.
+struct Driver {
+    child: tokio::process::Child,
+    said: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Driver {
+    /// Serves a dashboard for `tiger` and starts `scenario` on it with `args`.
+    async fn start(tiger: &tiger::Tiger, scenario: &str, args: &[&str]) -> Driver {
+        let (chromium, modules) = browser_env();
+        let port = tiger::testing::free_port().unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        tokio::spawn(Dashboard::new().serve(tiger.clone(), addr));
+        wait_until(
+            Duration::from_secs(10),
+            "the dashboard to listen",
+            || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+        )
+        .await;
+        let shots = workspace_root().join("target/tiger-browser/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let mut child = tokio::process::Command::new("node")
+            .arg(workspace_root().join("tests/browser/dashboard.cjs"))
+            .arg(scenario)
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(&shots)
+            .args(args)
+            .env("TIGER_CHROMIUM", &chromium)
+            .env("TIGER_NODE_MODULES", &modules)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let said = BufReader::new(child.stdout.take().unwrap()).lines();
+        Driver { child, said }
+    }
+
+    /// Waits for the driver to print `line`.
+    async fn expect(&mut self, line: &str) {
+        let heard = tokio::time::timeout(Duration::from_secs(90), self.said.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the browser driver said {line:?} within 90 s"))
+            .unwrap();
+        assert_eq!(
+            heard.as_deref(),
+            Some(line),
+            "the browser driver stopped early (its reason is above)"
+        );
+    }
+
+    /// Tells the driver `line`.
+    async fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the driver to exit, and asserts it passed.
+    async fn finish(mut self) {
+        let status = tokio::time::timeout(Duration::from_secs(90), self.child.wait())
+            .await
+            .expect("the browser driver finished within 90 s")
+            .unwrap();
+        assert!(
+            status.success(),
+            "the browser driver failed (its reason is above)"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_an_errored_task_in_chromium_and_a_worker_runs_it() {
-    let (chromium, modules) = browser_env();
     let fx = Fixture::new().await;
     set_the_stage(&fx).await;
     let order = token();
@@ -105,41 +179,9 @@ async fn an_operator_retries_an_errored_task_in_chromium_and_a_worker_runs_it() 
     fx.drain_with(|w| w.queues(["payments"])).await;
     assert_eq!(fx.ids(State::Error, "payments").await, [id.as_str()]);
 
-    let port = tiger::testing::free_port().unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    tokio::spawn(Dashboard::new().serve(fx.tiger.clone(), addr));
-    wait_until(
-        Duration::from_secs(10),
-        "the dashboard to listen",
-        || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
-    )
-    .await;
-
     let shots = workspace_root().join("target/tiger-browser/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut driver = tokio::process::Command::new("node")
-        .arg(workspace_root().join("tests/browser/dashboard.cjs"))
-        .arg(format!("http://127.0.0.1:{port}"))
-        .args(["payments", id.as_str()])
-        .arg(&shots)
-        .env("TIGER_CHROMIUM", &chromium)
-        .env("TIGER_NODE_MODULES", &modules)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut said = BufReader::new(driver.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(90), said.next_line())
-        .await
-        .expect("the browser reached the retried task within 90 s")
-        .unwrap();
-    assert_eq!(
-        first.as_deref(),
-        Some("retried"),
-        "the browser driver stopped early (its reason is above)"
-    );
+    let mut driver = Driver::start(&fx.tiger, "retry", &["payments", id.as_str()]).await;
+    driver.expect("retried").await;
     // The retry, pressed in the browser, put the task back in its queue.
     assert_eq!(fx.ids(State::Queued, "payments").await, [id.as_str()]);
     assert!(fx.ids(State::Error, "payments").await.is_empty());
@@ -166,16 +208,8 @@ async fn an_operator_retries_an_errored_task_in_chromium_and_a_worker_runs_it() 
         .unwrap();
     CARD_WORKS.store(true, Ordering::SeqCst);
     let worker = spawn_worker(tiger::Worker::new(fx.tiger.clone()).queues(["payments"]));
-    let mut stdin = driver.stdin.take().unwrap();
-    stdin.write_all(b"go\n").await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(90), driver.wait())
-        .await
-        .expect("the browser driver finished within 90 s")
-        .unwrap();
-    assert!(
-        status.success(),
-        "the browser driver failed (its reason is above)"
-    );
+    driver.say("go").await;
+    driver.finish().await;
     assert_eq!(
         take::<u64>(&order),
         [1999],
@@ -195,4 +229,50 @@ async fn an_operator_retries_an_errored_task_in_chromium_and_a_worker_runs_it() 
         )
         .unwrap();
     }
+}
+
+/// The overview through an outage, in Chromium, on a private server (this test stops it):
+/// rows in the server's order after a refresh, the counts marked stale and the worker count
+/// unknown while Redis hangs, the last chart kept, and once Redis answers again and the
+/// queues are empty, "No tasks in any queue." with no stale word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_rides_out_an_outage_in_chromium() {
+    let server = tiger::testing::RedisServer::start().unwrap();
+    let tiger = tiger::Tiger::connect_with(&server.url(), tiger::testing::test_config())
+        .await
+        .unwrap();
+    // Names whose order differs between UTF-16 units and code points (the server's).
+    let queues = ["10", "b", "\u{ff5e}", "\u{1f600}"];
+    for queue in queues {
+        note::delay(token(), "x".into())
+            .queue(queue)
+            .on(&tiger)
+            .await
+            .unwrap();
+    }
+    let order = queues.join(" ");
+    let mut driver = Driver::start(&tiger, "outage", &[&order]).await;
+    driver.expect("opened").await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    driver.say("frozen").await;
+    driver.expect("stale").await;
+    signal("-CONT");
+    for queue in queues {
+        let ids = Task::tasks_from_queue(&tiger, queue, State::Queued, 0, 10, 0)
+            .await
+            .unwrap()
+            .1;
+        for task in ids {
+            task.cancel(&tiger).await.unwrap();
+        }
+    }
+    driver.say("thawed").await;
+    driver.finish().await;
 }

@@ -354,8 +354,9 @@ async fn overview(Extract(app): Extract<App>, Admitted(base): Admitted) -> Respo
 }
 
 /// Refreshes the overview two seconds after the last refresh ended: the counts from
-/// `/api/stats`, the number of workers from `/api/workers`, the chart. When the counts cannot be read it says since when
-/// they are stale (text only: nothing a task holds is parsed as HTML).
+/// `/api/stats`, the number of workers from `/api/workers`, the chart. When the counts
+/// cannot be read it says since when they are stale (text only: nothing a task holds is
+/// parsed as HTML).
 const REFRESH: &str = r#"
 let fresh = new Date();
 // JSON from `url`, or null; a token that no longer holds reloads the page (to the login).

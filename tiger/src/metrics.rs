@@ -151,7 +151,8 @@ fn describe() {
 /// The Prometheus text of everything recorded, with the queue depths read from Redis now;
 /// fails when Redis cannot say them.
 pub async fn render(tiger: &Tiger, handle: &PrometheusHandle) -> Result<String> {
-    // Tried again while Redis reconnects, so a scrape just after it came back succeeds.
+    // Tried again while Redis reconnects, so a scrape just after it came back succeeds, and
+    // given up within 5 s, under Prometheus's scrape timeout.
     let stats = crate::client::reading("read the queue depths", || tiger.queue_stats()).await?;
     let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
     for queue in reported.iter().filter(|q| !stats.contains_key(*q)) {
