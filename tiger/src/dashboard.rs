@@ -241,6 +241,12 @@ impl axum::extract::FromRequestParts<App> for Admitted {
     }
 }
 
+/// The address of `queue`'s page of tasks in `state`, for the dashboard mounted at `base`.
+/// (The overview's script builds the same address.)
+fn queue_page_at(base: &str, queue: &str, state: State) -> String {
+    format!("{base}/queue/{}/{}", urlencode(queue), state.as_str())
+}
+
 /// The overview's address for the dashboard mounted at `base`.
 fn home(base: &str) -> String {
     if base.is_empty() {
@@ -337,7 +343,7 @@ async fn overview(Extract(app): Extract<App>, Admitted(base): Admitted) -> Respo
                     tr {
                         td { (queue) }
                         @for state in State::ALL {
-                            td.n { a href={ (base) "/queue/" (urlencode(queue)) "/" (state.as_str()) } { (counts.get(state)) } }
+                            td.n { a href=(queue_page_at(&base, queue, state)) { (counts.get(state)) } }
                         }
                     }
                 }
@@ -645,7 +651,7 @@ async fn task_page(
             (notice(&query))
             @for task in &found {
                 h2 {
-                    a href={ (base) "/queue/" (urlencode(&task.queue)) "/" (task.state.as_str()) } { (task.queue) }
+                    a href=(queue_page_at(&base, &task.queue, task.state)) { (task.queue) }
                     " · " (task.state.as_str())
                 }
                 @if !app.read_only { (actions(&app, task)) }
