@@ -49,15 +49,20 @@ fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> An
 }
 
 impl Answer {
-    /// The `Location` the answer sends the browser to.
-    fn location(&self) -> &str {
+    /// The value of the header `wanted` (the first, any case), or "".
+    fn header(&self, wanted: &str) -> &str {
         self.head
             .lines()
             .find_map(|line| {
                 let (name, value) = line.split_once(": ")?;
-                name.eq_ignore_ascii_case("location").then_some(value)
+                name.eq_ignore_ascii_case(wanted).then_some(value)
             })
             .unwrap_or_default()
+    }
+
+    /// The `Location` the answer sends the browser to.
+    fn location(&self) -> &str {
+        self.header("location")
     }
 }
 
@@ -163,9 +168,8 @@ async fn pages_show_the_queues_and_escape_what_tasks_hold() {
     );
     assert!(
         metrics
-            .head
-            .to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
+            .header("content-type")
+            .starts_with("text/plain; version=0.0.4"),
         "Prometheus's text format is named: {}",
         metrics.head
     );
@@ -325,17 +329,12 @@ async fn a_token_guards_everything_and_read_only_refuses_actions() {
         login.head
     );
     let cookie = login
-        .head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
-        .expect("a cookie")
+        .header("set-cookie")
         .split(';')
         .next()
         .unwrap()
         .to_owned();
+    assert!(!cookie.is_empty(), "a cookie: {}", login.head);
     let with_cookie = format!("Cookie: {cookie}");
     assert_eq!(
         http(port, "GET", &format!("/task/{id}"), &[&with_cookie], "").status,
