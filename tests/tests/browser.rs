@@ -253,17 +253,10 @@ async fn the_overview_rides_out_an_outage_in_chromium() {
     let order = queues.join(" ");
     let mut driver = Driver::start(&tiger, "outage", &[&order]).await;
     driver.expect("opened").await;
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &server.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    server.freeze().unwrap();
     driver.say("frozen").await;
     driver.expect("stale").await;
-    signal("-CONT");
+    server.thaw().unwrap();
     for queue in queues {
         let ids = Task::tasks_from_queue(&tiger, queue, State::Queued, 0, 10, 0)
             .await

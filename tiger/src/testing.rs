@@ -181,6 +181,28 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stops the server with SIGSTOP: it keeps its connections but answers nothing, as a
+    /// Redis that hangs, until [`thaw`](RedisServer::thaw).
+    #[cfg(unix)]
+    pub fn freeze(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a [frozen](RedisServer::freeze) server go on (SIGCONT).
+    #[cfg(unix)]
+    pub fn thaw(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).map_err(|errno| Error::Io {
+            context: format!("cannot send {signal} to redis-server"),
+            source: errno.into(),
+        })
+    }
 }
 
 impl Drop for RedisServer {
